@@ -1,0 +1,49 @@
+"""A run is a fully resolved configuration; the hash of its canonical JSON is its identity.
+
+The experiments layer builds RunConfigs from table specs and profiles; the engine trains exactly
+what a RunConfig says and nothing else, so the same config always means the same run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str  # registered model name
+    data: str  # data set name: synth | textzoom | lexicon (language-model pretraining)
+    profile: str  # smoke | quick | paper
+    steps: int
+    batch_size: int
+    seed: int = 0
+    lr: float = 1e-4  # AdamW, the paper's setting; models may override (BenchModel.optim_overrides)
+    model_kwargs: dict = field(default_factory=dict)
+    # The run whose final weights initialise this one (pretraining S -> fine-tuning S+L).
+    init_from: RunConfig | None = None
+    # role -> run of a helper network the model needs (BenchModel.requires).
+    helpers: dict[str, RunConfig] = field(default_factory=dict)
+    data_identity: str = ""  # content hash of the training data, filled when the data is resolved
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["init_from"] = self.init_from.to_dict() if self.init_from else None
+        d["helpers"] = {role: cfg.to_dict() for role, cfg in sorted(self.helpers.items())}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        d["init_from"] = cls.from_dict(d["init_from"]) if d.get("init_from") else None
+        d["helpers"] = {role: cls.from_dict(h) for role, h in (d.get("helpers") or {}).items()}
+        return cls(**d)
+
+    def key(self) -> str:
+        """Stable identity: sha256 of the canonical JSON, first 16 hex digits."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_(self, **changes) -> RunConfig:
+        return replace(self, **changes)

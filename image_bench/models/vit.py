@@ -1,0 +1,74 @@
+"""Transformer parts for IMAGE's recognizer and ViTs, and for SVTR's global mixers.
+
+The layout (and so the state_dict names) is timm's ``vision_transformer.Block``: pre-norm,
+``attn.qkv``/``attn.proj``, ``mlp.fc1``/``mlp.fc2``. timm itself is not imported: every timm
+release imports torchvision, whose PyPI build links the CUDA build of torch, so it cannot be
+imported beside the CPU build this suite tests on. Attention runs through
+``F.scaled_dot_product_attention`` (flash/efficient kernels on the GPU); the cost counter has a
+handler for it, so its two matrix products are counted.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer encoder layer: x + MHSA(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> tokens, plus a learned position embedding."""
+
+    def __init__(self, in_channels: int, dim: int, image_size, patch_size):
+        super().__init__()
+        gh, gw = image_size[0] // patch_size[0], image_size[1] // patch_size[1]
+        if gh * patch_size[0] != image_size[0] or gw * patch_size[1] != image_size[1]:
+            raise ValueError(f"patch {patch_size} does not tile image {image_size}")
+        self.num_tokens = gh * gw
+        self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
