@@ -19,3 +19,24 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor)
     frames = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
     return F.ctc_loss(log_probs, targets, frames, lengths, blank=charset.BLANK,
                       reduction="mean", zero_infinity=True)
+
+
+def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:
+    """sqrt(((x[r]-x[l])/2)^2 + ((x[b]-x[t])/2)^2 + 1e-6), zero-padded central differences
+    (the gradient map of TSRN's gradient prior loss, ORIGINALS.md §3.1)."""
+    padded = F.pad(images, (1, 1, 1, 1))
+    dx = (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2]) / 2
+    dy = (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1]) / 2
+    return torch.sqrt(dx * dx + dy * dy + 1e-6)
+
+
+def gradient_prior_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the gradient-magnitude maps of SR and HR, on the RGB channels."""
+    return F.l1_loss(gradient_magnitude(sr[:, :3].float()), gradient_magnitude(hr[:, :3].float()))
+
+
+def tsrn_image_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """TSRN's ImageLoss as the originals train with it: 100 * (MSE + 1e-4 * gradient prior).
+
+    MSE runs over every channel given (RGB, plus the mask channel where a model uses one)."""
+    return 100.0 * (F.mse_loss(sr.float(), hr.float()) + 1e-4 * gradient_prior_loss(sr, hr))
