@@ -28,6 +28,7 @@ class Profile:
     eval_batch: int
     checkpoint_every: int
     validate_every: int
+    helper_batch: int = 64  # helper networks (the stroke recognizer and BCN are large: 62M, 30M)
 
 
 PROFILES = {

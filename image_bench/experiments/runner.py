@@ -1,0 +1,415 @@
+"""Turns table rows into store records: trains, evaluates, counts and times only what is missing.
+
+``Runner(compute=True)`` is what ``image-bench run`` drives; ``Runner(compute=False)`` only reads
+the store and answers None for what is missing (``image-bench report``). Both compute the same keys,
+so a report shows exactly the records a run wrote.
+
+Layout under a results directory ``R`` (default ``./results``):
+
+- ``R/store/<key>.json``: the records (committed);
+- ``R/data_index.json``: the identity (source, content hash) of every data set the records used, so
+  a report can name the data without regenerating it;
+- ``R/stages.jsonl``: wall time per stage of every ``run`` session (appended);
+- checkpoints under ``$IMAGE_BENCH_RUNS`` or ``R/../runs/<key>/`` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from image_bench.experiments.config import RunConfig
+from image_bench.experiments.plan import Plan, stage_of
+from image_bench.experiments.profiles import Profile, get_profile
+from image_bench.experiments.provenance import provenance
+from image_bench.experiments.store import RunStore, spec_key
+from image_bench.experiments.tables import TEST_SPLITS, Method
+
+TRAIN_SPLITS = {"synth": ("train", "val"), "textzoom": ("train", "val")}
+EVAL_VERSION = 1  # bump when the evaluation protocol changes, so old eval records stop matching
+
+
+def runs_dir_for(results: Path) -> Path:
+    env = os.environ.get("IMAGE_BENCH_RUNS")
+    return Path(env) if env else results.resolve().parent / "runs"
+
+
+def _jsonable(obj):
+    """Evaluator output to plain JSON: tensors/numpy to floats; per-image lists dropped (they
+    belong in run folders, not in committed records)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items() if not str(k).endswith("_per_image")}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _jsonable(obj.tolist())
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+class DataIndex:
+    """Identity of each named data set (per profile and source), resolved once and kept in
+    ``R/data_index.json`` beside the store."""
+
+    def __init__(self, results: Path, profile: str, data_root: str | None, *, resolve=None):
+        self.path = results / "data_index.json"
+        self.profile = profile
+        self.data_root = data_root or os.environ.get("IMAGE_BENCH_DATA")
+        self._resolve = resolve
+        self._memo: dict[str, dict] = {}
+
+    def _slot(self, name: str) -> str:
+        return f"{name}|{self.profile}|{self.data_root or 'stand-in'}"
+
+    def resolve(self, name: str, split: str):
+        if self._resolve is None:
+            from image_bench.data.datasets import resolve
+
+            self._resolve = resolve
+        return self._resolve(name, split, self.profile, data_root=self.data_root)
+
+    def info(self, name: str, splits: tuple[str, ...]) -> dict:
+        """{'hash': combined content hash, 'source': ..., 'splits': {split: identity}}."""
+        slot = self._slot(name) + "|" + ",".join(splits)
+        if slot in self._memo:
+            return self._memo[slot]
+        index = self._read()
+        if slot not in index:
+            ids = {s: dict(self.resolve(name, s).identity) for s in splits}
+            blob = json.dumps([ids[s].get("hash") for s in splits])
+            index[slot] = {
+                "name": name, "hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
+                "source": sorted({str(i.get("source", "?")) for i in ids.values()}),
+                "splits": {s: {k: v for k, v in i.items() if k != "path"}
+                           for s, i in ids.items()}}
+            self._write_entry(slot, index[slot])
+        self._memo[slot] = index[slot]
+        return index[slot]
+
+    def train_hash(self, name: str) -> str:
+        return self.info(name, TRAIN_SPLITS.get(name, ("train",)))["hash"]
+
+    def test_info(self, name: str) -> dict:
+        return self.info(name, TEST_SPLITS[name])
+
+    def known(self) -> dict:
+        return self._read()
+
+    def _read(self) -> dict:
+        if not self.path.exists():
+            return {}
+        try:
+            return json.loads(self.path.read_text())
+        except json.JSONDecodeError as e:
+            raise RuntimeError(f"corrupt data index {self.path}: {e}; delete it to rebuild") from e
+
+    def _write_entry(self, slot: str, entry: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self._read()
+            index[slot] = entry
+            tmp = self.path.with_name(f".{self.path.name}.tmp.{os.getpid()}")
+            tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, self.path)
+
+
+class Bicubic(torch.nn.Module):
+    """Table 1 row 1: the LR image bicubic-upsampled to HR size (no clamping, as the originals)."""
+
+    def forward(self, lr):
+        return F.interpolate(lr, size=(32, 128), mode="bicubic", align_corners=False)
+
+
+class Runner:
+    """The Source of table numbers (see tables.Source)."""
+
+    def __init__(self, results: str | os.PathLike, profile: str | Profile, *, compute: bool,
+                 device: str | None = None, data_root: str | None = None, seed: int = 0,
+                 compile: bool = False, progress: bool = True, console=None, resolve=None):
+        self.results = Path(results)
+        self.profile = profile if isinstance(profile, Profile) else get_profile(profile)
+        self.store = RunStore(self.results / "store")
+        self.runs = runs_dir_for(self.results)
+        self.compute = compute
+        self.device = device
+        self.compile = compile
+        self.progress = progress
+        self.console = console
+        self.data = DataIndex(self.results, self.profile.name, data_root, resolve=resolve)
+        self.seed = seed
+        self.stage_wall: dict[str, float] = defaultdict(float)
+        self._models: dict[str, torch.nn.Module] = {}
+        self._cost_memo: dict[str, dict | None] = {}
+        self.touched: list[dict] = []  # records behind the numbers handed out (for captions)
+
+    def _touch(self, record: dict | None) -> dict | None:
+        if record is not None and all(r["key"] != record["key"] for r in self.touched):
+            self.touched.append(record)
+        return record
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def plan(self, seed: int | None = None) -> Plan:
+        seed = self.seed if seed is None else seed
+        if self.compute:
+            return Plan(self.profile, seed, self.data.train_hash)
+        # Report mode: identities come from the index only; a data set never indexed means no
+        # run used it, so every key that needs it is missing anyway.
+        def known_hash(name):
+            slot = self.data._slot(name) + "|" + ",".join(TRAIN_SPLITS.get(name, ("train",)))
+            return self.data.known().get(slot, {}).get("hash", "unresolved")
+        return Plan(self.profile, seed, known_hash)
+
+    def say(self, msg: str) -> None:
+        if self.console is not None:
+            self.console.print(msg)
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_wall[name] += time.perf_counter() - t0
+
+    def run_dir(self, cfg: RunConfig) -> Path:
+        return self.runs / cfg.key()
+
+    # -- training --------------------------------------------------------------------------------
+    def checkpoint(self, cfg: RunConfig) -> Path:
+        """Train ``cfg`` (and what it needs) unless the store holds it and its checkpoint exists;
+        return the checkpoint. Two processes never train one run at once (per-key lock)."""
+        key = cfg.key()
+        record = self.store.get(key)
+        if record is not None:
+            ckpt = self.runs / record["result"]["checkpoint"]
+            if ckpt.exists():
+                return ckpt
+            self.say(f"[yellow]run {key} ({cfg.model}) is recorded but its checkpoint {ckpt} is "
+                     "missing; training it again (the record is kept)[/]")
+        init = self.checkpoint(cfg.init_from) if cfg.init_from is not None else None
+        helpers = {role: self.checkpoint(h) for role, h in sorted(cfg.helpers.items())}
+        with self.store.lock(key):
+            record = self.store.get(key)  # another process may have finished it meanwhile
+            if record is not None and (self.runs / record["result"]["checkpoint"]).exists():
+                return self.runs / record["result"]["checkpoint"]
+            from image_bench.engine.train import train_run
+
+            run_dir = self.run_dir(cfg)
+            resumed = run_dir.exists() and any(run_dir.glob("*.pt"))
+            stage = stage_of(cfg)
+            self.say(f"[bold]train[/] {cfg.model} [{stage}] on {cfg.data}, {cfg.steps} steps x "
+                     f"{cfg.batch_size}, seed {cfg.seed} -> runs/{key}"
+                     + (" (resuming)" if resumed else ""))
+            t0 = time.perf_counter()
+            with self.stage(f"train {stage}"):
+                ckpt = Path(train_run(cfg, run_dir, init_checkpoint=init,
+                                      helper_checkpoints=helpers or None, device=self.device,
+                                      compile=self.compile, progress=self.progress))
+            wall = time.perf_counter() - t0
+            result = {"checkpoint": str(ckpt.resolve().relative_to(self.runs.resolve())),
+                      "stage": stage, "resumed": resumed}
+            log = run_dir / "log.jsonl"
+            if log.exists():  # the last logged line: final losses / validation, when present
+                lines = log.read_text().strip().splitlines()
+                if lines:
+                    try:
+                        result["last_log"] = json.loads(lines[-1])
+                    except json.JSONDecodeError:
+                        pass
+            ident = self.data.info(cfg.data, TRAIN_SPLITS.get(cfg.data, ("train",)))
+            self.store.put(key, "train", cfg.to_dict(), _jsonable(result),
+                           provenance(device=self.device, profile=cfg.profile, seed=cfg.seed,
+                                      wall_s=wall, data=ident, stage=stage))
+            return ckpt
+
+    def model(self, cfg: RunConfig):
+        key = cfg.key()
+        if key not in self._models:
+            from image_bench.engine.checkpoint import load_model
+
+            helpers = {role: self.checkpoint(h) for role, h in sorted(cfg.helpers.items())}
+            self._models[key] = load_model(cfg, self.checkpoint(cfg),
+                                           device=self.device or _default_device(),
+                                           helper_checkpoints=helpers or None)
+        return self._models[key]
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval_spec(self, method: Method) -> dict:
+        if self.compute:
+            data_hash = self.data.test_info(method.data)["hash"]
+        else:
+            slot = self.data._slot(method.data) + "|" + ",".join(TEST_SPLITS[method.data])
+            data_hash = self.data.known().get(slot, {}).get("hash", "unresolved")
+        return {"what": "eval", "version": EVAL_VERSION, "profile": self.profile.name,
+                "method": method.run.key() if method.run else "bicubic",
+                "reader": method.reader.key() if method.reader else None,
+                "data": method.data, "data_hash": data_hash}
+
+    def evaluation(self, method: Method) -> dict | None:
+        spec = self.eval_spec(method)
+        key = spec_key(spec)
+        record = self._touch(self.store.get(key))
+        for cfg in (method.run, method.reader):
+            if cfg is not None:
+                self._touch(self.store.get(cfg.key()))
+        if record is not None or not self.compute:
+            return None if record is None else record["result"]
+        model = Bicubic() if method.run is None else self.model(method.run)
+        reader = self.model(method.reader) if method.reader is not None else None
+        with self.store.lock(key):
+            record = self.store.get(key)
+            if record is not None:
+                return record["result"]
+            what = "bicubic LR" if method.run is None else method.run.model
+            if method.reader is not None:
+                what += f" read by {method.reader.model}"
+            self.say(f"[bold]eval[/] {what} on {method.data}")
+            splits = {s: self.data.resolve(method.data, s) for s in TEST_SPLITS[method.data]}
+            t0 = time.perf_counter()
+            with self.stage("evaluate"):
+                if method.run is None:
+                    result = evaluate_bicubic(splits, batch_size=self.profile.eval_batch)
+                else:
+                    from image_bench.engine.evaluate import evaluate
+
+                    result = evaluate(model, splits, recognizer=reader,
+                                      batch_size=self.profile.eval_batch, device=self.device)
+            record = self.store.put(
+                key, "eval", spec, _jsonable(result),
+                provenance(device=self.device, profile=self.profile.name,
+                           seed=method.run.seed if method.run else None,
+                           wall_s=time.perf_counter() - t0, data=self.data.test_info(method.data)))
+            self._touch(record)
+            for cfg in (method.run, method.reader):
+                if cfg is not None:
+                    self._touch(self.store.get(cfg.key()))
+            return record["result"]
+
+    # -- cost and latency --------------------------------------------------------------------------
+    def cost(self, cfg: RunConfig) -> dict | None:
+        """Params and FLOPs depend on the architecture only: keyed by model name and kwargs."""
+        spec = {"what": "cost", "model": cfg.model, "model_kwargs": cfg.model_kwargs}
+        key = spec_key(spec)
+        if key in self._cost_memo:
+            return self._cost_memo[key]
+        record = self.store.get(key)
+        if record is None and self.compute:
+            from image_bench.metrics.cost import count_cost
+            from image_bench.models.base import build
+
+            with self.store.lock(key):
+                record = self.store.get(key)
+                if record is None:
+                    self.say(f"[bold]cost[/] {cfg.model} {cfg.model_kwargs or ''}")
+                    t0 = time.perf_counter()
+                    with self.stage("cost"):
+                        result = count_cost(build(cfg.model, **cfg.model_kwargs))
+                    record = self.store.put(
+                        key, "cost", spec, _jsonable(result),
+                        provenance(device="cpu", profile=self.profile.name, seed=None,
+                                   wall_s=time.perf_counter() - t0))
+        self._touch(record)
+        self._cost_memo[key] = None if record is None else record["result"]
+        return self._cost_memo[key]
+
+    def bench_spec(self, name: str) -> dict:
+        from image_bench.experiments.provenance import device_name
+
+        return {"what": "bench", "model": name, "profile": self.profile.name,
+                "device": device_name(self.device)}
+
+    def bench(self, name: str) -> dict | None:
+        spec = self.bench_spec(name)
+        key = spec_key(spec)
+        record = self.store.get(key)
+        if record is None and self.compute:
+            from image_bench.engine.bench import bench_model
+
+            with self.store.lock(key):
+                record = self.store.get(key)
+                if record is None:
+                    self.say(f"[bold]bench[/] {name}")
+                    t0 = time.perf_counter()
+                    with self.stage("bench"):
+                        result = bench_model(name, device=self.device)
+                    record = self.store.put(
+                        key, "bench", spec, _jsonable(normalise_bench(result)),
+                        provenance(device=self.device, profile=self.profile.name, seed=None,
+                                   wall_s=time.perf_counter() - t0))
+        self._touch(record)
+        return None if record is None else record["result"]
+
+    # -- session log -------------------------------------------------------------------------------
+    def write_stage_log(self, command: str, total_s: float) -> Path:
+        path = self.results / "stages.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entry = provenance(device=self.device, profile=self.profile.name, seed=None,
+                           wall_s=total_s, command=command,
+                           stages={k: round(v, 2) for k, v in sorted(self.stage_wall.items())})
+        with open(path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return path
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def normalise_bench(result: dict) -> dict:
+    """Keep the engine's bench dict and add the two numbers Table 2 reads, under fixed names."""
+    out = dict(result)
+    for mode in ("eager", "optimized"):
+        key = f"latency_ms_{mode}"
+        if key in out:
+            continue
+        sub = out.get(mode)
+        if isinstance(sub, dict):
+            for name in ("latency_ms", "latency_ms_median", "batch1_ms", "median_ms"):
+                if name in sub:
+                    out[key] = sub[name]
+                    break
+    return out
+
+
+def evaluate_bicubic(splits: dict, *, batch_size: int) -> dict:
+    """PSNR/SSIM of bicubic-upsampled LR against HR per split, in the evaluator's convention
+    (per-batch PSNR averaged over batches; SSIM averaged over batches)."""
+    from image_bench.metrics import psnr, ssim
+
+    up = Bicubic()
+    out, totals = {}, {"psnr": 0.0, "ssim": 0.0, "count": 0}
+    for name, ts in splits.items():
+        ps, ss, n = [], [], len(ts.labels)
+        for i in range(0, n, batch_size):
+            lr = ts.lr[i:i + batch_size].float() / 255.0
+            hr = ts.hr[i:i + batch_size].float() / 255.0
+            sr = up(lr)
+            ps.append(psnr(sr, hr))
+            ss.append(ssim(sr, hr))
+        split = {"count": n, "accuracy": None, "ned": None,
+                 "psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "steps": {}}
+        out[name] = split
+        totals["psnr"] += split["psnr"] * n
+        totals["ssim"] += split["ssim"] * n
+        totals["count"] += n
+    count = totals["count"]
+    return {"splits": out, "average": {"accuracy_weighted": None, "accuracy_mean": None,
+                                       "psnr": totals["psnr"] / count,
+                                       "ssim": totals["ssim"] / count}}

@@ -1,0 +1,223 @@
+"""Tables as LaTeX (booktabs), Markdown and CSV, each reproduced value beside the paper's.
+
+A table is built from a Source (the run store, see experiments/runner.py) for one or more seeds:
+each cell holds the mean over seeds, the sample std when there are several, and the paper's value
+(kept as data in ``paper_tables.json``). The best reproduced value per metric column is bold, as the
+paper does; cost columns are not ranked.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from image_bench.experiments.tables import Row, TableSpec, mean_std
+
+
+def paper_tables() -> dict:
+    return json.loads(resources.files("image_bench.report").joinpath("paper_tables.json")
+                      .read_text())
+
+
+@dataclass
+class Cell:
+    mean: float | None
+    std: float | None = None
+    paper: float | None = None
+    best: bool = False
+
+
+@dataclass
+class BuiltTable:
+    spec: TableSpec
+    rows: list[tuple[Row, dict[str, Cell]]]
+    seeds: list[int]
+    meta: dict = field(default_factory=dict)  # data, device, commits, profile
+
+    def missing(self) -> list[str]:
+        """Rows with no reproduced value at all (nothing in the store for them)."""
+        return [row.label for row, cells in self.rows
+                if all(c.mean is None for c in cells.values())]
+
+
+def build_table(spec: TableSpec, runner, seeds: list[int], *,
+                paper_alias: dict[str, str] | None = None) -> BuiltTable:
+    """``paper_alias`` maps a column to the paper's column of another name (ablations read
+    Table 4's 'accuracy' as their 'average')."""
+    paper = paper_tables()[spec.name]["rows"]
+    alias = paper_alias or {}
+    per_seed = []
+    for seed in seeds:
+        rows = spec.rows(runner.plan(seed))
+        per_seed.append([(row, spec.values(row, runner)) for row in rows])
+    built = []
+    for i, (row, _) in enumerate(per_seed[0]):
+        cells = {}
+        for col in spec.columns:
+            mean, std = mean_std([vals[i][1].get(col.name) for vals in per_seed])
+            paper_col = alias.get(col.name, col.name)
+            cells[col.name] = Cell(mean, std, paper.get(row.paper, {}).get(paper_col))
+        built.append((row, cells))
+    for col in spec.columns:  # bold the best reproduced value per ranked column
+        if col.better is None:
+            continue
+        vals = [cells[col.name].mean for _, cells in built if cells[col.name].mean is not None]
+        if len(vals) < 2:
+            continue
+        best = max(vals) if col.better == "max" else min(vals)
+        for _, cells in built:
+            if cells[col.name].mean is not None and round(cells[col.name].mean, col.digits) == \
+                    round(best, col.digits):
+                cells[col.name].best = True
+    return BuiltTable(spec, built, list(seeds), meta=runner_meta(runner))
+
+
+def runner_meta(runner) -> dict:
+    """What the caption names: the data, device(s), commit(s) of the records the table read."""
+    data, devices, commits = {}, set(), set()
+    for record in getattr(runner, "touched", []):
+        prov = record["provenance"]
+        if prov.get("device") and record["kind"] in ("train", "eval", "bench"):
+            devices.add(prov["device"])
+        if prov.get("commit"):
+            commits.add(prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""))
+        ident = prov.get("data")
+        if isinstance(ident, dict) and ident.get("name"):
+            part = "test" if any(s.startswith("test") for s in ident.get("splits", {})) \
+                else "train"
+            data[f"{ident['name']} ({part})"] = \
+                f"{'/'.join(ident.get('source', ['?']))} \\#{ident['hash'][:12]}"
+    return {"data": data, "devices": sorted(devices), "commits": sorted(commits),
+            "profile": runner.profile.name}
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "--" if x is None else f"{x:.{digits}f}"
+
+
+def caption(table: BuiltTable) -> str:
+    m = table.meta
+    data = "; ".join(f"{k}: {v}" for k, v in sorted(m["data"].items())) or "no records yet"
+    seeds = f"{len(table.seeds)} seed{'s' if len(table.seeds) > 1 else ''}" + (
+        " (mean $\\pm$ std)" if len(table.seeds) > 1 else "")
+    return (f"{table.spec.caption} Reproduced by image-bench; the paper's value in parentheses. "
+            f"Data: {data}. Profile: {m['profile']}. Device: {', '.join(m['devices']) or '--'}. "
+            f"{seeds}. Commit: {', '.join(m['commits']) or '--'}.")
+
+
+def _header(table: BuiltTable) -> list[str]:
+    heads = ["ID", "Method", "Data"] if table.spec.name == "table1" else ["Method", "Data"]
+    if table.spec.name == "table5":
+        heads = ["$i$"]
+    if table.spec.name == "table2":
+        heads = ["Method"]
+    return heads
+
+
+def _lead(table: BuiltTable, row: Row) -> list[str]:
+    name = table.spec.name
+    if name == "table1":
+        return [row.paper, row.label, row.datasets]
+    if name == "table5":
+        return [row.label]
+    if name == "table2":
+        return [row.label]
+    return [row.label, row.datasets]
+
+
+def to_latex(table: BuiltTable) -> str:
+    cols = table.spec.columns
+    lead = _header(table)
+    out = io.StringIO()
+    w = out.write
+    w("% Generated by `image-bench report`; needs \\usepackage{booktabs}.\n")
+    w("\\begin{table}[t]\n\\centering\n\\small\n")
+    w(f"\\caption{{{caption(table)}}}\n\\label{{tab:{table.spec.name}}}\n")
+    w("\\begin{tabular}{" + "l" * len(lead) + "r" * len(cols) + "}\n\\toprule\n")
+    heads = lead + [c.header + (f" ({c.unit.replace('%', chr(92) + '%')})" if c.unit else "")
+                    for c in cols]
+    w(" & ".join(heads) + " \\\\\n\\midrule\n")
+    for row, cells in table.rows:
+        parts = list(_lead(table, row))
+        for c in cols:
+            cell = cells[c.name]
+            text = _num(cell.mean, c.digits)
+            if cell.std is not None:
+                text += f"$\\pm${cell.std:.{c.digits}f}"
+            if cell.best:
+                text = f"\\textbf{{{text}}}"
+            if cell.paper is not None:
+                text += f" {{\\scriptsize ({cell.paper:.{c.digits}f})}}"
+            parts.append(text)
+        w(" & ".join(parts) + " \\\\\n")
+    w("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    return out.getvalue()
+
+
+_MD = {"$^1$": "¹", "$^2$": "²", r"($\times 10^{-2}$)": "(×10⁻²)", r"$\hat{p}_i$": "p̂_i",
+       r"$\hat p_i$": "p̂_i", "$p_i$": "p_i", "$I_i^{SR}$": "I_i^SR", "$i$": "i",
+       "$\\pm$": "±", "\\#": "#"}
+
+
+def _md(text: str) -> str:
+    for k, v in _MD.items():
+        text = text.replace(k, v)
+    return text
+
+
+def to_markdown(table: BuiltTable) -> str:
+    cols = table.spec.columns
+    heads = [_md(h) for h in _header(table)] + [
+        _md(c.header) + (f" ({c.unit})" if c.unit else "") for c in cols]
+    lines = ["| " + " | ".join(heads) + " |",
+             "|" + "|".join(["---"] * len(_header(table)) + ["---:"] * len(cols)) + "|"]
+    for row, cells in table.rows:
+        parts = [_md(x) for x in _lead(table, row)]
+        for c in cols:
+            cell = cells[c.name]
+            text = _num(cell.mean, c.digits)
+            if cell.std is not None:
+                text += f" ± {cell.std:.{c.digits}f}"
+            if cell.best:
+                text = f"**{text}**"
+            if cell.paper is not None:
+                text += f" ({cell.paper:.{c.digits}f})"
+            parts.append(text)
+        lines.append("| " + " | ".join(parts) + " |")
+    return (f"**{table.spec.name.replace('table', 'Table ')}.** {_md(caption(table))}\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def to_csv(table: BuiltTable) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    cols = table.spec.columns
+    writer.writerow(["row", "method", "datasets"]
+                    + [f"{c.name}{suffix}" for c in cols for suffix in ("", "_std", "_paper")])
+    for row, cells in table.rows:
+        vals = []
+        for c in cols:
+            cell = cells[c.name]
+            vals += ["" if v is None else f"{v:.6g}" for v in (cell.mean, cell.std, cell.paper)]
+        writer.writerow([row.paper, _md(row.label), row.datasets, *vals])
+    return out.getvalue()
+
+
+def write_table(table: BuiltTable, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, render in (("tex", to_latex), ("md", to_markdown), ("csv", to_csv)):
+        path = out_dir / f"{table.spec.name}.{ext}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(render(table))
+        tmp.replace(path)
+        paths.append(path)
+    return paths
