@@ -32,8 +32,9 @@ from image_bench.experiments.config import RunConfig
 from image_bench.experiments.plan import Plan, stage_of
 from image_bench.experiments.profiles import Profile, get_profile
 from image_bench.experiments.provenance import provenance
-from image_bench.experiments.store import RunStore, spec_key
+from image_bench.experiments.store import RunStore, StoreError, spec_key
 from image_bench.experiments.tables import TEST_SPLITS, Method
+from image_bench.models.base import BenchModel, ModelOutput
 
 TRAIN_SPLITS = {"synth": ("train", "val"), "textzoom": ("train", "val")}
 EVAL_VERSION = 1  # bump when the evaluation protocol changes, so old eval records stop matching
@@ -127,11 +128,15 @@ class DataIndex:
             os.replace(tmp, self.path)
 
 
-class Bicubic(torch.nn.Module):
-    """Table 1 row 1: the LR image bicubic-upsampled to HR size (no clamping, as the originals)."""
+class Bicubic(BenchModel):
+    """Table 1 row 1: the LR image bicubic-upsampled to HR size (no clamping, as the originals),
+    scored by the same evaluator as every other method."""
+
+    kind = "sr"
 
     def forward(self, lr):
-        return F.interpolate(lr, size=(32, 128), mode="bicubic", align_corners=False)
+        return ModelOutput(sr=F.interpolate(lr, size=(32, 128), mode="bicubic",
+                                            align_corners=False))
 
 
 class Runner:
@@ -198,8 +203,15 @@ class Runner:
             ckpt = self.runs / record["result"]["checkpoint"]
             if ckpt.exists():
                 return ckpt
+            if not self.compute:
+                raise StoreError(f"run {key} ({cfg.model}) is recorded but its checkpoint {ckpt} "
+                                 "is missing (checkpoints are not committed); `image-bench run` "
+                                 "trains it again")
             self.say(f"[yellow]run {key} ({cfg.model}) is recorded but its checkpoint {ckpt} is "
                      "missing; training it again (the record is kept)[/]")
+        elif not self.compute:
+            raise StoreError(f"the store has no run {key} ({cfg.model} on {cfg.data}); "
+                             f"`image-bench run` trains it")
         init = self.checkpoint(cfg.init_from) if cfg.init_from is not None else None
         helpers = {role: self.checkpoint(h) for role, h in sorted(cfg.helpers.items())}
         with self.store.lock(key):
@@ -280,14 +292,11 @@ class Runner:
             self.say(f"[bold]eval[/] {what} on {method.data}")
             splits = {s: self.data.resolve(method.data, s) for s in TEST_SPLITS[method.data]}
             t0 = time.perf_counter()
-            with self.stage("evaluate"):
-                if method.run is None:
-                    result = evaluate_bicubic(splits, batch_size=self.profile.eval_batch)
-                else:
-                    from image_bench.engine.evaluate import evaluate
+            from image_bench.engine.evaluate import evaluate
 
-                    result = evaluate(model, splits, recognizer=reader,
-                                      batch_size=self.profile.eval_batch, device=self.device)
+            with self.stage("evaluate"):
+                result = evaluate(model, splits, recognizer=reader,
+                                  batch_size=self.profile.eval_batch, device=self.device)
             record = self.store.put(
                 key, "eval", spec, _jsonable(result),
                 provenance(device=self.device, profile=self.profile.name,
@@ -317,7 +326,8 @@ class Runner:
                     self.say(f"[bold]cost[/] {cfg.model} {cfg.model_kwargs or ''}")
                     t0 = time.perf_counter()
                     with self.stage("cost"):
-                        result = count_cost(build(cfg.model, **cfg.model_kwargs))
+                        result = cost_with_parts(build(cfg.model, **cfg.model_kwargs),
+                                                 count_cost)
                     record = self.store.put(
                         key, "cost", spec, _jsonable(result),
                         provenance(device="cpu", profile=self.profile.name, seed=None,
@@ -388,28 +398,29 @@ def normalise_bench(result: dict) -> dict:
     return out
 
 
-def evaluate_bicubic(splits: dict, *, batch_size: int) -> dict:
-    """PSNR/SSIM of bicubic-upsampled LR against HR per split, in the evaluator's convention
-    (per-batch PSNR averaged over batches; SSIM averaged over batches)."""
-    from image_bench.metrics import psnr, ssim
-
-    up = Bicubic()
-    out, totals = {}, {"psnr": 0.0, "ssim": 0.0, "count": 0}
-    for name, ts in splits.items():
-        ps, ss, n = [], [], len(ts.labels)
-        for i in range(0, n, batch_size):
-            lr = ts.lr[i:i + batch_size].float() / 255.0
-            hr = ts.hr[i:i + batch_size].float() / 255.0
-            sr = up(lr)
-            ps.append(psnr(sr, hr))
-            ss.append(ssim(sr, hr))
-        split = {"count": n, "accuracy": None, "ned": None,
-                 "psnr": sum(ps) / len(ps), "ssim": sum(ss) / len(ss), "steps": {}}
-        out[name] = split
-        totals["psnr"] += split["psnr"] * n
-        totals["ssim"] += split["ssim"] * n
-        totals["count"] += n
-    count = totals["count"]
-    return {"splits": out, "average": {"accuracy_weighted": None, "accuracy_mean": None,
-                                       "psnr": totals["psnr"] / count,
-                                       "ssim": totals["ssim"] / count}}
+def cost_with_parts(model, count_cost) -> dict:
+    """count_cost, plus ``parts``: MACs of IMAGE's SR and recognition models (Table 4), from its
+    ``model_parts()`` prefixes, counted in the same fvcore trace as Table 5's ``cost_groups()``."""
+    parts = model.model_parts() if hasattr(model, "model_parts") else {}
+    if not parts:
+        return count_cost(model)
+    groups = model.cost_groups() if hasattr(model, "cost_groups") else {}
+    tag = "part: "
+    # An instance attribute shadows the method for this one call: one trace serves both splits.
+    model.cost_groups = lambda: {**groups, **{tag + k: v for k, v in parts.items()}}
+    try:
+        result = count_cost(model)
+    finally:
+        del model.cost_groups
+    for key in ("groups", "groups_paper_compatible"):
+        merged = result.get(key) or {}
+        result[key] = {k: v for k, v in merged.items() if not k.startswith(tag)}
+        if key == "groups":
+            result["parts"] = {k[len(tag):]: v for k, v in merged.items() if k.startswith(tag)}
+    if groups:
+        result["groups_residual"] = result["flops"] - sum(result["groups"].values())
+    else:
+        result.pop("groups", None)
+        result.pop("groups_paper_compatible", None)
+        result.pop("groups_residual", None)
+    return result

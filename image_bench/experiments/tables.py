@@ -115,13 +115,11 @@ def cost_values(row: Row, src: Source) -> dict:
 
 
 def part_cost(cost: dict, part: str) -> float | None:
-    """MACs of the recognition or the SR half of an IMAGE model, from its cost groups
-    (group names are IMAGE's own; matched by the words they contain)."""
-    groups = cost.get("groups") or {}
-    words = {"recognition": ("recogn", "varphi", "str"), "sr": ("super", "sr", "phi")}[part]
-    picked = [v for k, v in groups.items() if any(w in k.lower() for w in words)
-              and not (part == "sr" and "varphi" in k.lower())]
-    return sum(_group_flops(v) for v in picked) if picked else None
+    """MACs of the recognition or the SR model of an IMAGE run (Table 4's rows 2 and 3), from the
+    ``parts`` the runner counts with IMAGE's ``model_parts()``."""
+    parts = cost.get("parts") or {}
+    name = {"recognition": "recognition model", "sr": "super-resolution model"}[part]
+    return float(parts[name]) if name in parts else None
 
 
 def _group_flops(v) -> float:
@@ -249,26 +247,24 @@ def table5_rows(plan: Plan) -> list[Row]:
     return [Row(str(i), str(i), "S+L", Method(cfg), cost=(cfg,), step=i) for i in (1, 2, 3)]
 
 
-def step_metrics(ev: dict, data: str = "textzoom") -> dict[str, list[float | None]]:
-    """Per-step metrics averaged over the test splits, weighted by split size.
+def step_metrics(ev: dict) -> dict[str, list[float | None]]:
+    """Per-step metrics over the whole test set (the evaluator weights splits by size).
 
-    Returns lists indexed by step (0-based): 'p' (accuracy of p_i, i = 1..L+1), 'p_hat' (p-hat_i,
-    i = 1..L), 'psnr' (I_i^SR, i = 1..L+1; PSNR is averaged over splits by size like accuracy)."""
-    splits = [ev["splits"][s] for s in TEST_SPLITS[data]]
-    total = sum(s["count"] for s in splits)
+    Lists indexed by step, 0-based: 'p' (accuracy of p_1..p_{L+1}), 'p_hat' (p-hat_1..p-hat_L),
+    'psnr' (I_1..I_{L+1}). Step L+1 is the model's final output (sr, logits)."""
+    avg = ev["average"]
+    steps = avg.get("steps") or {}
 
-    def avg(get):
-        vals = [get(s) for s in splits]
-        if any(v is None for v in vals):
-            return None
-        return sum(v * s["count"] for v, s in zip(vals, splits)) / total
+    def series(prefix, metric):
+        vals, i = [], 1
+        while f"{prefix}_{i}" in steps:
+            vals.append(steps[f"{prefix}_{i}"].get(metric))
+            i += 1
+        return vals
 
-    first = splits[0]["steps"]
-    out = {}
-    for name in ("p", "p_hat", "psnr"):
-        n = len(first.get(name, []))
-        out[name] = [avg(lambda s, i=i, name=name: s["steps"][name][i]) for i in range(n)]
-    return out
+    return {"p": [*series("p", "accuracy"), avg.get("accuracy_weighted")],
+            "p_hat": series("phat", "accuracy"),
+            "psnr": [*series("I", "psnr"), avg.get("psnr")]}
 
 
 def table5_values(row: Row, src: Source) -> dict:
