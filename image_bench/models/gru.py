@@ -2,15 +2,20 @@
 
 ``nn.GRU`` is the reference and the CPU path. On CUDA the fused Triton kernel of
 ``image_bench.kernels.fused_gru`` takes over when it is available; it reads the very same
-``nn.GRU`` parameters, so one state_dict serves both paths.
+``nn.GRU`` parameters, so one state_dict serves both paths. That module imports triton, so it
+is imported here lazily, on the first CUDA call, and never on a CPU-only machine.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
-_fused = None  # the fused implementation, set by image_bench.kernels.fused_gru when importable
+_fused = None  # the fused implementation: set by register_fused_gru or the lazy import below
+_supports = None  # its eligibility check (gru, x) -> bool, when it has one
+_import_tried = False
 _enabled = True
 
 
@@ -20,14 +25,41 @@ def set_fused_gru(enabled: bool) -> None:
     _enabled = enabled
 
 
-def register_fused_gru(fn) -> None:
-    global _fused
-    _fused = fn
+def fused_gru_enabled() -> bool:
+    return _enabled
+
+
+def register_fused_gru(fn, supports=None) -> None:
+    """Install ``fn(gru, x) -> out`` as the CUDA path; ``supports(gru, x)`` may veto a call."""
+    global _fused, _supports, _import_tried
+    _fused, _supports, _import_tried = fn, supports, True
+
+
+def _load_fused() -> None:
+    """Import the Triton path once; without triton (or with a broken one) nn.GRU stays."""
+    global _import_tried
+    _import_tried = True
+    try:
+        from image_bench.kernels.fused_gru import fused_bigru, supports
+    except ImportError as err:  # no triton: the CPU build of torch, or a stripped install
+        warnings.warn(f"fused GRU unavailable ({err}); using nn.GRU", stacklevel=3)
+        return
+    register_fused_gru(fused_bigru, supports)
+
+
+def fused_gru_available() -> bool:
+    """Whether a fused path is (or can be) installed; imports it on first call."""
+    if not _import_tried:
+        _load_fused()
+    return _fused is not None
 
 
 def run_bigru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
     """Run a batch-first bidirectional single-layer GRU over ``x`` (N, T, I) -> (N, T, 2H)."""
-    if _enabled and _fused is not None and x.is_cuda:
-        return _fused(gru, x)
+    if _enabled and x.is_cuda:
+        if not _import_tried:
+            _load_fused()
+        if _fused is not None and (_supports is None or _supports(gru, x)):
+            return _fused(gru, x)
     out, _ = gru(x)
     return out
