@@ -1,0 +1,108 @@
+"""The optimiser and the training step, shared by the trainer and the speed benchmark."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from image_bench.models.base import BenchModel
+
+DEFAULT_LR = 1e-4  # the paper's AdamW learning rate (RunConfig's default)
+# The paper states AdamW but not its weight decay: PyTorch's AdamW default (0.01) is used.
+DEFAULT_WEIGHT_DECAY = 1e-2
+# The paper is silent on clipping. A max-norm of 5 only trims the rare CTC gradient spikes of
+# early training; models whose original clips differently say so in optim_overrides.
+DEFAULT_GRAD_CLIP = 5.0
+_OVERRIDE_KEYS = {"lr", "beta1", "beta2", "weight_decay", "grad_clip", "eps", "warmup_steps"}
+
+
+def optim_settings(model: BenchModel, cfg_lr: float) -> dict:
+    """The suite's defaults, then the model's overrides (its original's values).
+
+    The run's own ``lr`` wins over the model's override when it differs from the suite default,
+    i.e. when someone set it on purpose (``--set lr=...``).
+    """
+    overrides = dict(type(model).optim_overrides)
+    unknown = set(overrides) - _OVERRIDE_KEYS
+    if unknown:
+        raise KeyError(f"{type(model).__name__}.optim_overrides has unknown keys {sorted(unknown)};"
+                       f" known: {sorted(_OVERRIDE_KEYS)}")
+    s = {"lr": DEFAULT_LR, "beta1": 0.9, "beta2": 0.999, "weight_decay": DEFAULT_WEIGHT_DECAY,
+         "grad_clip": DEFAULT_GRAD_CLIP, "eps": 1e-8, "warmup_steps": 0}
+    s.update(overrides)
+    if cfg_lr != DEFAULT_LR:
+        s["lr"] = cfg_lr
+    return s
+
+
+def make_optimizer(model: nn.Module, settings: dict, device: torch.device):
+    """AdamW (weight_decay 0 makes it Adam) over the trainable parameters, fused on CUDA, and a
+    linear warm-up schedule (constant after ``warmup_steps``; 0 = constant, the paper's)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters")
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(params, lr=settings["lr"],
+                                  betas=(settings["beta1"], settings["beta2"]),
+                                  eps=settings["eps"], weight_decay=settings["weight_decay"],
+                                  **kwargs)
+    warmup = int(settings["warmup_steps"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+    return optimizer, scheduler
+
+
+class StepModule(nn.Module):
+    """forward(batch) = the model's training_step loss terms, so DDP sees one forward call."""
+
+    def __init__(self, model: BenchModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        _, terms = self.model.training_step(batch)
+        if not terms:
+            raise ValueError(f"{type(self.model).__name__}.loss returned no loss terms")
+        return terms
+
+
+class Stepper:
+    """One optimisation step: autocast forward + loss, backward, clip, AdamW, schedule.
+
+    Returns a detached device tensor [total, grad_norm, *terms] so the caller syncs with the host
+    only when it chooses to (the NaN guard and the log read it in blocks).
+    """
+
+    def __init__(self, step_module: nn.Module, optimizer, scheduler, *, grad_clip: float,
+                 device: torch.device, amp: bool | None = None):
+        self.step_module, self.optimizer, self.scheduler = step_module, optimizer, scheduler
+        self.grad_clip = grad_clip
+        self.device = device
+        self.amp = device.type == "cuda" if amp is None else amp
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.term_names: list[str] | None = None
+
+    def __call__(self, batch: dict) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            terms = self.step_module(batch)
+        if self.term_names is None:
+            self.term_names = list(terms)
+        elif list(terms) != self.term_names:
+            raise RuntimeError(f"loss terms changed from {self.term_names} to {list(terms)}")
+        total = sum(t.float() for t in terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.grad_clip and self.grad_clip > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad.float())
+                             for p in self.params if p.grad is not None]))
+        self.optimizer.step()
+        self.scheduler.step()
+        return torch.stack([total.detach(), norm.detach().float(),
+                            *[t.detach().float() for t in terms.values()]])
+
+    @property
+    def column_names(self) -> list[str]:
+        return ["loss", "grad_norm", *(self.term_names or [])]

@@ -1,0 +1,476 @@
+"""Train one run: exactly what a RunConfig says, resumable, on one GPU or several (torchrun).
+
+Run folder layout (``run_dir``): ``config.json`` (the resolved RunConfig and its key),
+``inputs.json`` (init and helper checkpoints it was given), ``env.json`` (versions, GPU, commit),
+``log.jsonl`` (one line per step: losses, grad norm, lr; plus validation and event lines),
+``loss.png``, ``last.pt`` (everything needed to resume), ``best.pt`` (weights with the best score
+on the held-out 'val' split; never a test split).
+
+Resume: when ``last.pt`` exists the run continues from it (model, optimiser, scheduler, RNG states;
+the data position is a function of the step, see ``engine.data``), so a killed run ends with the
+same weights as one that never stopped. Steps after the last checkpoint are simply redone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from image_bench.engine.checkpoint import (
+    atomic_save,
+    attach_helpers,
+    build_model,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    weights_of,
+)
+from image_bench.engine.data import BatchOrder, ResidentSet
+from image_bench.engine.env import environment
+from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
+from image_bench.experiments.config import RunConfig
+from image_bench.experiments.profiles import get_profile
+
+# Validation reads at most this many samples of the 'val' split (its first ones, a fixed set),
+# so that selecting checkpoints costs little next to training.
+MAX_VAL_SAMPLES = 4096
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when a loss term or the gradient norm becomes NaN or infinite."""
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed context
+
+
+class _Dist:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owned = False
+
+    def setup(self, device: torch.device) -> None:
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            self.owned = True
+
+    def teardown(self) -> None:
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _device(device: str | None, d: _Dist) -> torch.device:
+    if device is None:
+        device = f"cuda:{d.local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: drop it, the step is redone
+            continue
+    return rows
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step``: the resumed run redoes those steps."""
+    rows = [r for r in _read_log(path) if r.get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def plot_losses(log_path: Path, png_path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in _read_log(log_path) if r.get("event") == "step"]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    keys = [k for k in rows[-1]["terms"]]
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], label="loss (total)", lw=1.5)
+    if len(keys) > 1:
+        for k in keys:
+            ax.plot(steps, [r["terms"].get(k, float("nan")) for r in rows], label=k, lw=0.8)
+    if all(r["loss"] > 0 for r in rows):
+        ax.set_yscale("log")
+    val = [r for r in _read_log(log_path) if r.get("event") == "val"]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot([r["step"] for r in val], [r["score"] for r in val], "k.--", label="val score")
+        ax2.set_ylabel("val score")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data and validation
+
+
+def _resolve_data(cfg: RunConfig, data: dict | None) -> tuple:
+    if data is not None:
+        if "train" not in data:
+            raise KeyError("data= must hold a 'train' TensorSet")
+        return data["train"], data.get("val")
+    from image_bench.data import datasets
+
+    train = datasets.resolve(cfg.data, "train", cfg.profile, seed=cfg.seed)
+    val = None
+    if "val" in datasets.splits(cfg.data):
+        val = datasets.resolve(cfg.data, "val", cfg.profile, seed=cfg.seed)
+    return train, val
+
+
+def _head(ts, n: int):
+    if ts.lr.shape[0] <= n:
+        return ts
+    from types import SimpleNamespace
+
+    return SimpleNamespace(lr=ts.lr[:n], hr=None if ts.hr is None else ts.hr[:n],
+                           labels=list(ts.labels)[:n], identity=dict(ts.identity or {}))
+
+
+def _val_recognizer(model):
+    """A recognizer attached to an SR model (TPGSR/C3's), used to score its SR output."""
+    for name in ("recognizer",):
+        helper = getattr(model, name, None)
+        if helper is not None and getattr(helper, "kind", None) == "recognizer":
+            return helper
+    return None
+
+
+@torch.no_grad()
+def _val_loss(model, val_rs: ResidentSet, batch_size: int, device: torch.device) -> float:
+    total, n = 0.0, 0
+    for start in range(0, len(val_rs), batch_size):
+        idx = torch.arange(start, min(start + batch_size, len(val_rs)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            _, terms = model.training_step(val_rs.batch(idx))
+        total += float(sum(t.float() for t in terms.values())) * len(idx)
+        n += len(idx)
+    return total / n
+
+
+def validate(model, val_ts, val_rs, batch_size: int, device: torch.device) -> dict:
+    """Selection score on 'val' (higher is better): word accuracy for recognizers and joint
+    models, and for SR models read by an attached recognizer; PSNR for SR models without one;
+    minus the validation loss for helper networks (kind 'aux')."""
+    from image_bench.engine.evaluate import evaluate
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if model.kind == "aux":
+                loss = _val_loss(model, val_rs, batch_size, device)
+                return {"score": -loss, "metric": "-val_loss", "val_loss": loss}
+            res = evaluate(model, {"val": val_ts}, recognizer=_val_recognizer(model),
+                           batch_size=batch_size, device=str(device))["splits"]["val"]
+    finally:
+        model.train(was_training)
+    if res["accuracy"] is not None:
+        return {"score": res["accuracy"], "metric": "accuracy", "accuracy": res["accuracy"],
+                "ned": res["ned"], "psnr": res["psnr"], "ssim": res["ssim"]}
+    return {"score": res["psnr"], "metric": "psnr", "psnr": res["psnr"], "ssim": res["ssim"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total: int, start: int, title: str):
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+                            TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn(),
+                            TextColumn("ETA"), TimeRemainingColumn())
+        self.bar.start()
+        self.task = self.bar.add_task(title, total=total, completed=start, loss="-", rate="-")
+
+    def update(self, step: int, loss: float, rate: float) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}", rate=f"{rate:,.0f}")
+
+    def close(self) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the run
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    path = run_dir / "config.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("key") != cfg.key():
+            other = old.get("config", {}).get("model")
+            raise ValueError(f"{run_dir} holds run {old.get('key')} ({other}), not {cfg.key()}:"
+                             " use another run folder")
+
+
+def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = None,
+              helper_checkpoints: dict[str, Path] | None = None, device: str | None = None,
+              compile: bool = False, progress: bool = True, data: dict | None = None,
+              checkpoint_every: int | None = None, validate_every: int | None = None,
+              on_step: Callable[[int], None] | None = None) -> Path:
+    """Train ``cfg`` in ``run_dir`` (resuming from its last checkpoint) and return best.pt.
+
+    Extra keywords (all optional): ``data`` = {'train': TensorSet, 'val': TensorSet or absent}
+    instead of resolving ``cfg.data``; ``checkpoint_every``/``validate_every`` instead of the
+    profile's; ``on_step(step)`` called after every step (tests use it to simulate a kill).
+    Under torchrun (WORLD_SIZE > 1) each process takes its share of every global batch of
+    ``cfg.batch_size`` samples; rank 0 validates, logs and writes checkpoints.
+    """
+    run_dir = Path(run_dir)
+    d = _Dist()
+    device = _device(device, d)
+    d.setup(device)
+    try:
+        return _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile,
+                      progress, data, checkpoint_every, validate_every, on_step)
+    finally:
+        d.teardown()
+
+
+def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile, progress, data,
+           checkpoint_every, validate_every, on_step) -> Path:
+    profile = get_profile(cfg.profile)
+    ckpt_every = checkpoint_every or profile.checkpoint_every
+    val_every = validate_every or profile.validate_every
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"steps and batch_size must be positive: {cfg.steps}, {cfg.batch_size}")
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    log_path = run_dir / "log.jsonl"
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_dir(run_dir, cfg)
+        _write_json(run_dir / "config.json", {"key": cfg.key(), "config": cfg.to_dict()})
+        _write_json(run_dir / "inputs.json", {
+            "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+            "helper_checkpoints": {k: str(v) for k, v in (helper_checkpoints or {}).items()}})
+    d.barrier()
+
+    resume = load_checkpoint(last_path) if last_path.exists() else None
+    if resume is not None and resume["step"] >= cfg.steps and best_path.exists():
+        return best_path  # finished earlier
+    if resume is None and cfg.init_from is not None and init_checkpoint is None:
+        raise ValueError(f"run {cfg.key()} starts from the weights of run {cfg.init_from.key()} "
+                         f"({cfg.init_from.model} on {cfg.init_from.data}): pass init_checkpoint")
+
+    _seed_all(cfg.seed)
+    model = build_model(cfg).to(device)
+    attach_helpers(model, cfg, helper_checkpoints, device)
+    model.to(device).train()
+    events = []
+    if init_checkpoint is not None and resume is None:
+        report = load_weights(model, weights_of(load_checkpoint(init_checkpoint)), strict=False)
+        events.append({"event": "init", "step": 0, "from": str(init_checkpoint), **report})
+        if d.main and (report["missing"] or report["shape_mismatch"] or report["unexpected"]):
+            print(f"[init] {init_checkpoint}: {len(report['missing'])} tensors not initialised "
+                  f"(e.g. {report['missing'][:4]}), shape mismatches "
+                  f"{report['shape_mismatch'][:4]}, unused {report['unexpected'][:4]}")
+    # Each rank draws its own training randomness (e.g. LR/HR picks, dropout) after the shared init.
+    torch.manual_seed(cfg.seed * 1_000_003 + 7919 * d.rank + 1)
+
+    train_ts, val_ts = _resolve_data(cfg, data)
+    train_rs = ResidentSet.from_tensorset(train_ts, device)
+    val_ts = _head(val_ts, MAX_VAL_SAMPLES) if val_ts is not None else None
+    val_rs = None
+    if val_ts is not None and model.kind == "aux":
+        val_rs = ResidentSet.from_tensorset(val_ts, device)
+    order = BatchOrder(len(train_rs), cfg.batch_size, cfg.seed, d.rank, d.world)
+
+    settings = optim_settings(model, cfg.lr)
+    optimizer, scheduler = make_optimizer(model, settings, device)
+    start, best_score = 0, None
+    if resume is not None:
+        load_weights(model, resume["model"], strict=True)
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        start, best_score = resume["step"], resume.get("best_score")
+        _set_rng_state(resume["rng"], device)
+        events.append({"event": "resume", "step": start})
+    if compile:
+        model.compile()
+    step_module: torch.nn.Module = StepModule(model)
+    if d.world > 1:
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True)
+    stepper = Stepper(step_module, optimizer, scheduler, grad_clip=settings["grad_clip"],
+                      device=device)
+
+    if d.main:
+        env = environment(device)
+        env.update(world_size=d.world, data_on_device=train_rs.on_device, compile=compile,
+                   amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
+                   train_identity=dict(getattr(train_ts, "identity", {}) or {}),
+                   val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)
+        _write_json(run_dir / "env.json", env)
+        _truncate_log(log_path, start)
+        with log_path.open("a") as f:
+            for e in events:
+                f.write(json.dumps(e) + "\n")
+
+    # The host reads losses back every `log_every` steps (one sync per block, not per step).
+    log_every = 1 if device.type == "cpu" else 25
+    pending: list[tuple[int, torch.Tensor]] = []
+    bar = _Progress(progress and d.main, cfg.steps, start, f"{cfg.model} on {cfg.data}")
+    t_block, n_block = time.perf_counter(), 0
+
+    def flush() -> None:
+        nonlocal t_block, n_block
+        if not pending:
+            return
+        values = torch.stack([v for _, v in pending]).cpu()
+        names = stepper.column_names
+        now = time.perf_counter()
+        rate = n_block * cfg.batch_size / max(now - t_block, 1e-9)
+        lines = []
+        for (step, _), row in zip(pending, values.tolist()):
+            if not all(math.isfinite(v) for v in row):
+                detail = ", ".join(f"{n}={v:.6g}" for n, v in zip(names, row))
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step} of run {cfg.key()} ({cfg.model}): {detail}. "
+                    f"Stopped; {last_path} keeps the last good checkpoint.")
+            lines.append({"event": "step", "step": step, "loss": row[0], "grad_norm": row[1],
+                          "terms": dict(zip(names[2:], row[2:])),
+                          "lr": scheduler.get_last_lr()[0]})
+        lines[-1]["samples_per_s"] = rate
+        pending.clear()
+        t_block, n_block = now, 0
+        if d.main:
+            with log_path.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in lines)
+            bar.update(lines[-1]["step"], lines[-1]["loss"], rate)
+
+    def save_last(step: int) -> None:
+        atomic_save({"model": model_state(model), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": _rng_state(device),
+                     "step": step, "best_score": best_score, "key": cfg.key(),
+                     "config": cfg.to_dict()}, last_path)
+
+    try:
+        for step in range(start, cfg.steps):
+            pending.append((step + 1, stepper(train_rs.batch(order.indices(step)))))
+            n_block += 1
+            done = step + 1
+            if on_step is not None:
+                on_step(done)
+            is_val = val_ts is not None and (done % val_every == 0 or done == cfg.steps)
+            is_ckpt = done % ckpt_every == 0 or done == cfg.steps
+            if done % log_every == 0 or is_val or is_ckpt:
+                flush()
+            if is_val and d.main:
+                res = validate(model, val_ts, val_rs, cfg.batch_size, device)
+                improved = res["score"] is not None and (best_score is None
+                                                        or res["score"] > best_score)
+                if improved:
+                    best_score = res["score"]
+                    atomic_save({"model": model_state(model), "step": done,
+                                 "score": best_score, "key": cfg.key(),
+                                 "config": cfg.to_dict()}, best_path)
+                with log_path.open("a") as f:
+                    f.write(json.dumps({"event": "val", "step": done, "best": improved, **res})
+                            + "\n")
+            if is_ckpt and d.main:
+                save_last(done)
+        flush()
+    finally:
+        bar.close()
+    if d.main and (val_ts is None or not best_path.exists()):
+        # Without a 'val' split there is nothing to select on: the final weights are the best.
+        atomic_save({"model": model_state(model), "step": cfg.steps, "score": None,
+                     "key": cfg.key(), "config": cfg.to_dict()}, best_path)
+    if d.main:  # drawn once at the end: matplotlib costs seconds, a checkpoint should not
+        plot_losses(log_path, run_dir / "loss.png", f"{cfg.model} on {cfg.data} ({cfg.key()})")
+    d.barrier()
+    return best_path

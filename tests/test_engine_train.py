@@ -1,0 +1,140 @@
+"""Trainer: resume after a kill gives the same weights, the NaN guard, DDP (gloo, 2 processes)."""
+
+import json
+import os
+import socket
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from image_bench import charset
+from image_bench.engine.checkpoint import load_checkpoint, load_model
+from image_bench.engine.train import NonFiniteLossError, train_run
+from image_bench.experiments.config import RunConfig
+from image_bench.models.base import ModelOutput, register
+from image_bench.models.recognizer import Recognizer
+
+
+@register("test-engine-tiny")
+class TinyRec(Recognizer):
+    """A CTC recognizer small enough for CPU tests: one conv, then a linear head per column."""
+
+    input_size = (16, 64)
+
+    def __init__(self, lr_fraction: float = 0.5, width: int = 4, nan_at: int = 0):
+        super().__init__(lr_fraction)
+        self.conv = nn.Conv2d(3, width, 3, padding=1)
+        self.head = nn.Linear(width * 16, charset.NUM_CLASSES)
+        self.nan_at = nan_at  # training step (1-based) whose loss turns NaN; 0 = never
+        self.calls = 0
+
+    def forward(self, images):
+        f = F.avg_pool2d(torch.relu(self.conv(images)), (1, 2))  # (B, w, 16, 32)
+        return ModelOutput(logits=self.head(f.flatten(1, 2).transpose(1, 2)))
+
+    def loss(self, output, batch):
+        terms = super().loss(output, batch)
+        if self.training:
+            self.calls += 1
+            if self.nan_at and self.calls >= self.nan_at:
+                terms["ctc"] = terms["ctc"] * float("nan")
+        return terms
+
+
+def fake_set(n: int, seed: int, split: str):
+    g = torch.Generator().manual_seed(seed)
+    words = ["ab", "cat", "x1", "road", "9z", "hello", "sun", "42"]
+    return SimpleNamespace(
+        lr=torch.randint(0, 256, (n, 3, 16, 64), dtype=torch.uint8, generator=g),
+        hr=torch.randint(0, 256, (n, 3, 32, 128), dtype=torch.uint8, generator=g),
+        labels=[words[i % len(words)] for i in range(n)],
+        identity={"name": "fake", "split": split, "source": "test", "count": n})
+
+
+DATA = {"train": fake_set(40, 0, "train"), "val": fake_set(16, 1, "val")}
+
+
+def cfg(steps=6, batch=8, **kw):
+    return RunConfig(model="test-engine-tiny", data="fake", profile="smoke", steps=steps,
+                     batch_size=batch, seed=3, lr=1e-2, model_kwargs=kw)
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_kill_and_resume_gives_identical_weights(tmp_path):
+    c = cfg()
+    common = dict(device="cpu", progress=False, data=DATA, checkpoint_every=2, validate_every=3)
+    best_a = train_run(c, tmp_path / "a", **common)
+
+    def kill(step):
+        if step == 5:  # after the checkpoint of step 4: step 5 is lost and redone
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(c, tmp_path / "b", on_step=kill, **common)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 4
+    best_b = train_run(c, tmp_path / "b", **common)
+    assert_same(weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt"))
+    assert_same(weights(best_a), weights(best_b))
+    # the log holds each step once, the run folder its config and environment
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "b" / "log.jsonl").open())
+             if r["event"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    for name in ("config.json", "env.json", "loss.png", "best.pt"):
+        assert (tmp_path / "b" / name).exists()
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["key"] == c.key()
+    # a finished run returns at once; load_model rebuilds it in eval mode
+    assert train_run(c, tmp_path / "b", **common) == best_b
+    model = load_model(c, best_b)
+    assert not model.training
+    # a different config in the same folder is refused
+    with pytest.raises(ValueError, match="use another run folder"):
+        train_run(cfg(steps=7), tmp_path / "b", **common)
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path):
+    c = cfg(nan_at=5)
+    with pytest.raises(NonFiniteLossError, match=r"step 5 .*ctc=nan"):
+        train_run(c, tmp_path, device="cpu", progress=False, data=DATA, checkpoint_every=2,
+                  validate_every=100)
+    ckpt = load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+    assert not (tmp_path / "best.pt").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, run_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    train_run(cfg(steps=3, lr_fraction=0.0), run_dir, device="cpu", progress=False, data=DATA,
+              checkpoint_every=3, validate_every=100)
+
+
+@pytest.mark.slow  # two spawned processes: ~10 s on an idle 2-core machine
+def test_ddp_two_processes_equal_one_process_with_whole_batch(tmp_path):
+    single = train_run(cfg(steps=3, lr_fraction=0.0), tmp_path / "one", device="cpu",
+                       progress=False, data=DATA, checkpoint_every=3, validate_every=100)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), tmp_path / "two"), nprocs=2, join=True)
+    a, b = weights(single), weights(tmp_path / "two" / "last.pt")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
