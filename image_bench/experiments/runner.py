@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from rich.markup import escape
 
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.plan import Plan, stage_of
@@ -37,6 +38,7 @@ from image_bench.experiments.tables import TEST_SPLITS, Method
 from image_bench.models.base import BenchModel, ModelOutput
 
 TRAIN_SPLITS = {"synth": ("train", "val"), "textzoom": ("train", "val")}
+TRAINING_ONLY_KWARGS = ("lr_fraction", "clue_losses")
 EVAL_VERSION = 1  # bump when the evaluation protocol changes, so old eval records stop matching
 
 
@@ -223,8 +225,8 @@ class Runner:
             run_dir = self.run_dir(cfg)
             resumed = run_dir.exists() and any(run_dir.glob("*.pt"))
             stage = stage_of(cfg)
-            self.say(f"[bold]train[/] {cfg.model} [{stage}] on {cfg.data}, {cfg.steps} steps x "
-                     f"{cfg.batch_size}, seed {cfg.seed} -> runs/{key}"
+            self.say(f"[bold]train[/] {cfg.model} {escape(f'[{stage}]')} on {cfg.data}, "
+                     f"{cfg.steps} steps x {cfg.batch_size}, seed {cfg.seed} -> runs/{key}"
                      + (" (resuming)" if resumed else ""))
             t0 = time.perf_counter()
             with self.stage(f"train {stage}"):
@@ -311,7 +313,10 @@ class Runner:
     # -- cost and latency --------------------------------------------------------------------------
     def cost(self, cfg: RunConfig) -> dict | None:
         """Params and FLOPs depend on the architecture only: keyed by model name and kwargs."""
-        spec = {"what": "cost", "model": cfg.model, "model_kwargs": cfg.model_kwargs}
+        # Kwargs that change only training (which images a recognizer reads, which outputs are
+        # supervised) leave the architecture as is: one cost record serves all of them.
+        arch = {k: v for k, v in cfg.model_kwargs.items() if k not in TRAINING_ONLY_KWARGS}
+        spec = {"what": "cost", "model": cfg.model, "model_kwargs": arch}
         key = spec_key(spec)
         if key in self._cost_memo:
             return self._cost_memo[key]
@@ -323,10 +328,10 @@ class Runner:
             with self.store.lock(key):
                 record = self.store.get(key)
                 if record is None:
-                    self.say(f"[bold]cost[/] {cfg.model} {cfg.model_kwargs or ''}")
+                    self.say(f"[bold]cost[/] {cfg.model} {escape(str(arch or ''))}")
                     t0 = time.perf_counter()
                     with self.stage("cost"):
-                        result = cost_with_parts(build(cfg.model, **cfg.model_kwargs),
+                        result = cost_with_parts(build(cfg.model, **arch),
                                                  count_cost)
                     record = self.store.put(
                         key, "cost", spec, _jsonable(result),

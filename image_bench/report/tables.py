@@ -51,6 +51,7 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
     paper = paper_tables()[spec.name]["rows"]
     alias = paper_alias or {}
     per_seed = []
+    runner.touched = []  # the caption names only the records behind this table
     for seed in seeds:
         rows = spec.rows(runner.plan(seed))
         per_seed.append([(row, spec.values(row, runner)) for row in rows])
