@@ -103,8 +103,9 @@ def fake_count_cost(model):
     return res
 
 
-def fake_bench_model(name, device=None):
-    return {"eager": {"latency_ms": 10.0}, "optimized": {"latency_ms": 2.0}}
+def fake_bench_model(name, device=None, **options):
+    return {"modes": {"eager": {"inference": {"batch1": {"per_image_ms": 10.0}}},
+                      "optimized": {"inference": {"batch1": {"per_image_ms": 2.0}}}}}
 
 
 def _module(name):

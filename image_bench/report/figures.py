@@ -49,7 +49,7 @@ def _img(t: torch.Tensor):
 
 def _draw_text(ax, text_colours, y=-0.12, size=9):
     n = max(len(text_colours), 1)
-    step = min(0.09, 0.95 / n)
+    step = min(0.065, 0.95 / n)
     x0 = 0.5 - step * (len(text_colours) - 1) / 2
     for i, (c, colour) in enumerate(text_colours):
         ax.text(x0 + i * step, y, c, color=colour, fontsize=size, family=MONO, ha="center",
