@@ -229,26 +229,31 @@ class C3STISR(TextPriorMixin, BenchModel):
         "lr": 1e-3, "beta1": 0.5, "beta2": 0.999, "weight_decay": 0.0, "grad_clip": 0.25}
 
     def __init__(self, recognizer: Recognizer | None = None, language_model: BCN | None = None,
-                 clue_channels: int = 32, stn: bool = True):
+                 clue_channels: int = 32, channels: int = 64, num_blocks: int = 5,
+                 info_widths: tuple[int, int, int] = (512, 128, 64), fuser_width: int = 32,
+                 stn: bool = True):
+        """Defaults are the release's sizes; ``recognizer`` (default: the suite's CRNN) and
+        ``language_model`` (default: a full BCN) fix the helpers' architectures, and smaller
+        widths exist only for tiny CPU test models."""
         super().__init__()
         self._init_text_prior(recognizer)
         self.language_model = language_model if language_model is not None else BCN()
         size = self.input_size
         c = clue_channels
         # f_CE: one InfoGen per clue (C3's variant: first two transposed convs unpadded).
-        self.info_rec = InfoGen(out_channels=c, size=size, c3_padding=True)
-        self.info_ling = InfoGen(out_channels=c, size=size, c3_padding=True)
-        self.info_vis = InfoGen(out_channels=12, size=size, c3_padding=True)
+        self.info_rec = InfoGen(out_channels=c, size=size, c3_padding=True, widths=info_widths)
+        self.info_ling = InfoGen(out_channels=c, size=size, c3_padding=True, widths=info_widths)
+        self.info_vis = InfoGen(out_channels=12, size=size, c3_padding=True, widths=info_widths)
         self.renderer = GlyphRenderer(2 * size[0], 2 * size[1])
-        self.vis_fuser = DeformFuser(4 + 12, c)
+        self.vis_fuser = DeformFuser(4 + 12, c, width=fuser_width)
         self.attn_rec = SpatialClueAttention(c)
         self.attn_vis = SpatialClueAttention(c)
         self.attn_ling = SpatialClueAttention(c)
         # f_CF: gated fusion guided by a 1x1 projection of the LR features.
-        self.guide = nn.Conv2d(64, c, 1)
+        self.guide = nn.Conv2d(channels, c, 1)
         self.fusion = GatedFusion(c, num_clues=3)
         # f_SR: TSRN with clue-guided SRBs.
-        self.backbone = TSRNBackbone(mask=True, clue_channels=c, stn=stn)
+        self.backbone = TSRNBackbone(channels, num_blocks, c, mask=True, stn=stn)
 
     def attach(self, role: str, module: nn.Module) -> None:
         if role != "language_model":

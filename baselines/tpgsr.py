@@ -82,11 +82,15 @@ class TPGSR(TextPriorMixin, BenchModel):
         "lr": 1e-3, "beta1": 0.5, "beta2": 0.999, "weight_decay": 0.0, "grad_clip": 0.25}
 
     def __init__(self, recognizer: Recognizer | None = None, clue_channels: int = 32,
-                 stn: bool = True):
+                 channels: int = 64, num_blocks: int = 5,
+                 info_widths: tuple[int, int, int] = (512, 128, 64), stn: bool = True):
+        """Defaults are the original's; ``recognizer`` (default: the suite's CRNN) is the TPG's
+        architecture, and smaller widths exist only for tiny CPU test models."""
         super().__init__()
         self._init_text_prior(recognizer)
-        self.info_gen = InfoGen(out_channels=clue_channels, size=self.input_size)
-        self.backbone = TSRNBackbone(mask=True, clue_channels=clue_channels, stn=stn)
+        self.info_gen = InfoGen(out_channels=clue_channels, size=self.input_size,
+                                widths=info_widths)
+        self.backbone = TSRNBackbone(channels, num_blocks, clue_channels, mask=True, stn=stn)
 
     def super_resolve(self, lr: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """The SR branch alone: (B,3,16,64) LR + (B,T,37) TP -> (B,4,32,128) RGB + mask."""

@@ -42,11 +42,13 @@ class InfoGen(nn.Module):
     """
 
     def __init__(self, in_channels: int = charset.NUM_CLASSES, out_channels: int = 32,
-                 size: tuple[int, int] = (16, 64), c3_padding: bool = False):
+                 size: tuple[int, int] = (16, 64), c3_padding: bool = False,
+                 widths: tuple[int, int, int] = (512, 128, 64)):
         super().__init__()
         first_pad = 0 if c3_padding else 1
-        spec = [(in_channels, 512, 2, first_pad), (512, 128, 2, first_pad), (128, 64, 2, 1),
-                (64, out_channels, (2, 1), (1, 0) if not c3_padding else 1)]
+        w1, w2, w3 = widths  # the originals' 512, 128, 64; smaller only for tiny test models
+        spec = [(in_channels, w1, 2, first_pad), (w1, w2, 2, first_pad), (w2, w3, 2, 1),
+                (w3, out_channels, (2, 1), (1, 0) if not c3_padding else 1)]
         layers: list[nn.Module] = []
         for cin, cout, stride, pad in spec:
             layers += [nn.ConvTranspose2d(cin, cout, 3, stride, pad, bias=False),
