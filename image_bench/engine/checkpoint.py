@@ -111,13 +111,17 @@ def load_weights(model: nn.Module, state: dict, *, strict: bool = True) -> dict:
     }
 
 
-def build_model(cfg: RunConfig) -> BenchModel:
+def build_by_name(name: str, kwargs: dict | None = None) -> BenchModel:
     # A model whose module is already imported is built directly, without importing every model
     # module of the registry (one broken or missing model file then breaks only itself).
-    factory = base._REGISTRY.get(cfg.model)
+    factory = base._REGISTRY.get(name)
     if factory is not None:
-        return factory(**dict(cfg.model_kwargs))
-    return build(cfg.model, **dict(cfg.model_kwargs))
+        return factory(**dict(kwargs or {}))
+    return build(name, **dict(kwargs or {}))
+
+
+def build_model(cfg: RunConfig) -> BenchModel:
+    return build_by_name(cfg.model, cfg.model_kwargs)
 
 
 def attach_helpers(model: BenchModel, cfg: RunConfig,

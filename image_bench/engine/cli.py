@@ -1,0 +1,225 @@
+"""``image-bench train``, ``image-bench eval`` and ``image-bench bench``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string: --set model=crnn
+
+
+def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed: int):
+    """A RunConfig from the profile's schedule for this stage, then the --set overrides.
+
+    Stage by data set and model kind: helper networks (kind 'aux') use ``helper_steps``,
+    training on ``synth`` is pretraining ("S"), anything else fine-tuning ("S+L"/STISR).
+    ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
+    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``).
+    """
+    from image_bench.experiments.config import RunConfig
+    from image_bench.experiments.profiles import get_profile
+    from image_bench.models.base import model_class
+
+    p = get_profile(profile)
+    kind = getattr(model_class(model), "kind", "sr")
+    if kind == "aux":
+        steps, batch = p.helper_steps, p.pretrain_batch
+    elif data == "synth":
+        steps, batch = p.pretrain_steps, p.pretrain_batch
+    else:
+        steps, batch = p.finetune_steps, p.finetune_batch
+    fields = {"steps": steps, "batch_size": batch, "seed": seed}
+    kwargs = {}
+    for item in sets:
+        if "=" not in item:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
+        key, value = item.split("=", 1)
+        if key in ("steps", "batch_size", "seed", "lr"):
+            fields[key] = _parse_value(value)
+        elif key in ("model", "data", "profile"):
+            raise click.BadParameter(f"{key} is an argument of its own", param_hint="--set")
+        else:
+            kwargs[key.removeprefix("model_kwargs.")] = _parse_value(value)
+    return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
+
+
+def _run_inputs(run_dir: Path):
+    from image_bench.experiments.config import RunConfig
+
+    conf = run_dir / "config.json"
+    if not conf.exists():
+        raise click.ClickException(f"{run_dir} is not a run folder (no config.json)")
+    cfg = RunConfig.from_dict(json.loads(conf.read_text())["config"])
+    inputs_path = run_dir / "inputs.json"
+    inputs = json.loads(inputs_path.read_text()) if inputs_path.exists() else {}
+    return cfg, {k: Path(v) for k, v in (inputs.get("helper_checkpoints") or {}).items()}
+
+
+@click.command()
+@click.argument("model")
+@click.option("--data", required=True, help="Data set name: synth, textzoom, ...")
+@click.option("--profile", default="smoke", show_default=True, help="smoke | quick | paper")
+@click.option("--devices", default=1, show_default=True, help="GPUs: >1 starts torchrun (DDP).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a config field or model keyword (repeatable).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--run-dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default runs/<model>-<data>-<key>).")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Checkpoint or run folder whose weights initialise this run.")
+@click.option("--helper", "helpers", multiple=True, metavar="ROLE=RUN_DIR",
+              help="A trained helper run for one of the model's roles (repeatable).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present).")
+def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, compile_, device):
+    """Train MODEL on --data; resumes when the run folder holds a checkpoint."""
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        argv, skip = [], False
+        for arg in sys.argv[2:]:  # everything after 'train', minus --devices
+            if skip:
+                skip = False
+                continue
+            if arg == "--devices":
+                skip = True
+                continue
+            if arg.startswith("--devices="):
+                continue
+            argv.append(arg)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={devices}", "-m", "image_bench.cli", "train", *argv]
+        click.echo("starting: " + " ".join(cmd))
+        raise SystemExit(subprocess.call(cmd))
+    from image_bench.engine.train import train_run
+    from image_bench.experiments.config import RunConfig
+
+    cfg = make_config(model, data, profile, sets, seed)
+    helper_cfgs, helper_ckpts = {}, {}
+    for item in helpers:
+        role, _, path = item.partition("=")
+        hdir = Path(path)
+        hcfg, _ = _run_inputs(hdir)
+        helper_cfgs[role], helper_ckpts[role] = hcfg, hdir / "best.pt"
+    init_ckpt = None
+    if init is not None:
+        init_ckpt = init / "best.pt" if init.is_dir() else init
+        if init.is_dir():
+            cfg = cfg.with_(init_from=_run_inputs(init)[0])
+    if helper_cfgs:
+        cfg = cfg.with_(helpers=helper_cfgs)
+    assert isinstance(cfg, RunConfig)
+    run_dir = run_dir or Path("runs") / f"{model}-{data}-{cfg.key()}"
+    best = train_run(cfg, run_dir, init_checkpoint=init_ckpt, helper_checkpoints=helper_ckpts,
+                     device=device, compile=compile_)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"run {cfg.key()}: {run_dir}  best checkpoint: {best}")
+
+
+@click.command(name="eval")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--data", required=True, help="Data set to evaluate on (its test splits).")
+@click.option("--split", "split_names", multiple=True, help="Splits (default: all but train/val).")
+@click.option("--recognizer", "rec_dir", type=click.Path(exists=True, path_type=Path),
+              default=None, help="Run folder of the recognizer that reads an SR model's output.")
+@click.option("--batch-size", default=None, type=int, help="Default: the profile's eval batch.")
+@click.option("--device", default=None)
+@click.option("--checkpoint", default="best.pt", show_default=True)
+def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint):
+    """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from image_bench.data import datasets
+    from image_bench.engine.checkpoint import load_model
+    from image_bench.engine.evaluate import default_device
+    from image_bench.engine.evaluate import evaluate as run_eval
+    from image_bench.experiments.profiles import get_profile
+
+    cfg, helper_ckpts = _run_inputs(run_dir)
+    dev = device or str(default_device())
+    model = load_model(cfg, run_dir / checkpoint, device=dev, helper_checkpoints=helper_ckpts)
+    rec = None
+    if rec_dir is not None:
+        rcfg, rhelpers = _run_inputs(rec_dir)
+        rec = load_model(rcfg, rec_dir / "best.pt", device=dev, helper_checkpoints=rhelpers)
+    names = list(split_names) or [s for s in datasets.splits(data) if s not in ("train", "val")]
+    splits = {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
+    bs = batch_size or get_profile(cfg.profile).eval_batch
+    res = run_eval(model, splits, recognizer=rec, batch_size=bs, device=dev)
+    res["run"] = {"key": cfg.key(), "checkpoint": str(run_dir / checkpoint),
+                  "recognizer": str(rec_dir) if rec_dir else None}
+    out = run_dir / f"eval-{data.replace('/', '_')}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=str))
+    os.replace(tmp, out)
+    table = Table(title=f"{cfg.model} on {data} ({cfg.key()})")
+    for col in ("split", "count", "accuracy", "1-NED", "PSNR", "SSIM"):
+        table.add_column(col, justify="right")
+
+    def fmt(v, pct=False):
+        return "-" if v is None else (f"{100 * v:.2f}" if pct else f"{v:.4f}")
+
+    for name, r in res["splits"].items():
+        table.add_row(name, str(r["count"]), fmt(r["accuracy"], True), fmt(r["ned"], True),
+                      fmt(r["psnr"]), fmt(r["ssim"]))
+    a = res["average"]
+    table.add_row("weighted avg", str(a["count"]), fmt(a["accuracy_weighted"], True),
+                  fmt(a["ned_weighted"], True), fmt(a["psnr"]), fmt(a["ssim"]))
+    table.add_row("plain mean", "", fmt(a["accuracy_mean"], True), "", fmt(a["psnr_mean"]),
+                  fmt(a["ssim_mean"]))
+    Console().print(table)
+    click.echo(f"written: {out}")
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the full results as JSON here.")
+@click.option("--device", default=None)
+@click.option("--recognizer", default="crnn", show_default=True,
+              help="Recognizer reading STISR outputs (Table 2: CRNN).")
+@click.option("--iters", default=None, type=int, help="Batch-1 runs (GPU default 100).")
+@click.option("--throughput-batch", default=256, show_default=True)
+@click.option("--train-batch", default=256, show_default=True)
+@click.option("--no-train", is_flag=True, help="Skip training samples/s.")
+@click.option("--kernels", is_flag=True, help="Top-10 GPU kernels of an optimized train step.")
+@click.option("--mode", "modes", multiple=True, default=("eager", "optimized"), show_default=True)
+def bench(models, json_path, device, recognizer, iters, throughput_batch, train_batch, no_train,
+          kernels, modes):
+    """Latency (batch 1), throughput and training speed of MODELS, eager and optimized."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from image_bench.engine.bench import bench_model, format_rows
+
+    results = []
+    for name in models:
+        click.echo(f"benchmarking {name} ...", err=True)
+        results.append(bench_model(name, device=device, recognizer=recognizer, iters=iters,
+                                   batch_sizes=(1, throughput_batch), train=not no_train,
+                                   train_batch=train_batch, kernels=kernels, modes=tuple(modes)))
+    first = results[0]
+    table = Table(title=f"{first['device']}, torch {first['torch']} ({first['figures']})")
+    for col in ("method", "mode", "batch 1: ms/image", f"batch {throughput_batch}: images/s",
+                f"train b{train_batch}: samples/s"):
+        table.add_column(col, justify="right")
+    for row in format_rows(results):
+        table.add_row(*row)
+    Console().print(table)
+    for r in results:
+        for k in r.get("top_kernels", []):
+            click.echo(f"  {r['model']}: {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms  "
+                       f"{k['kernel']}")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=1, default=str))
+        click.echo(f"written: {json_path}")

@@ -1,0 +1,51 @@
+"""Bench (CPU figures, labelled as such) and the train command's config building."""
+
+import pytest
+import torch
+from torch import nn
+
+from image_bench.engine.bench import bench_model, format_rows, time_call
+from image_bench.engine.cli import make_config
+from image_bench.models.base import ModelOutput, register
+from image_bench.models.recognizer import Recognizer
+
+
+@register("test-engine-bench")
+class BenchRec(Recognizer):
+    input_size = (16, 64)
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3 * 16, 37)
+
+    def forward(self, images):
+        return ModelOutput(logits=self.head(images.flatten(1, 2).transpose(1, 2)))
+
+
+def test_bench_model_on_cpu_says_cpu_and_times_every_mode():
+    r = bench_model("test-engine-bench", device="cpu", batch_sizes=(1, 4), iters=3, warmup=1,
+                    train_batch=4, train_steps=2, modes=("eager",))
+    assert r["figures"].startswith("CPU")
+    inf = r["modes"]["eager"]["inference"]
+    assert inf["batch1"]["runs"] == 3 and inf["batch1"]["median_ms"] > 0
+    assert inf["batch4"]["images_per_s"] == pytest.approx(4 / (inf["batch4"]["median_ms"] / 1e3))
+    assert r["modes"]["eager"]["training"]["samples_per_s"] > 0
+    assert r["torch"] == torch.__version__
+    rows = format_rows([r])
+    assert rows[0][:2] == ["test-engine-bench", "eager"]
+
+
+def test_time_call_counts_runs():
+    calls = []
+    times = time_call(lambda: calls.append(1), torch.device("cpu"), iters=4, warmup=2)
+    assert len(times) == 4 and len(calls) == 6
+
+
+def test_make_config_stage_and_overrides():
+    c = make_config("test-engine-bench", "synth", "smoke", ("steps=5", "lr_fraction=0.5"), 1)
+    assert (c.steps, c.batch_size, c.seed) == (5, 16, 1)
+    assert c.model_kwargs == {"lr_fraction": 0.5}
+    c = make_config("test-engine-bench", "textzoom", "quick", (), 0)
+    assert (c.steps, c.batch_size) == (1000, 64)
+    with pytest.raises(Exception, match="key=value"):
+        make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
