@@ -1,0 +1,276 @@
+"""Data sets by name: the API the engine uses.
+
+``resolve(name, split, profile)`` returns a :class:`TensorSet` of uint8 tensors. It reads the real
+data when a data root (argument or env ``IMAGE_BENCH_DATA``) holds the set, else the stand-in that
+the suite generates (once, under a lock) in the cache dir (env ``IMAGE_BENCH_CACHE``, default
+``./.cache/image-bench``).
+
+Accepted real-data layouts under the data root (first match wins)::
+
+    textzoom:  ROOT/textzoom/{train1,train2,test/easy,test/medium,test/hard}
+               ROOT/TextZoom/...   (same inside), or ROOT itself holding train1/ and test/
+    ic15-352:  ROOT/ic15-352, ROOT/IC15-352, ROOT/ic15_352, ROOT/IC15_352: each either the LMDB
+               itself (data.mdb inside) or holding it in test/
+    synth:     ROOT/synth/{train,val}
+
+Splits: synth ``train``/``val``; textzoom ``train`` (train1 + train2 minus a held-out ``val``:
+2% of them, at least 32, chosen by a fixed generator), ``val``, ``test/easy|medium|hard``;
+ic15-352 ``test``. Model selection uses ``val``, never a test split.
+
+Labels that normalise to nothing (pure punctuation, which real TextZoom has a few of) are dropped
+from every split, test splits included, and the count is logged: a word nobody can score is not
+a test sample. ``identity['dropped']`` records how many.
+
+Decoding happens once: the uint8 tensors of each LMDB are cached in a ``.pt`` keyed by the LMDB's
+content hash (next to a stand-in LMDB; in the cache dir for real data, which may be read-only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from image_bench.charset import normalize
+from image_bench.data.lmdb_format import DataError, TextZoomLMDB
+from image_bench.data.make import file_lock, make_set, read_manifest
+
+log = logging.getLogger(__name__)
+
+SPLITS = {
+    "synth": ["train", "val"],
+    "textzoom": ["train", "val", "test/easy", "test/medium", "test/hard"],
+    "ic15-352": ["test"],
+}
+TEXTZOOM_VAL_FRACTION = 0.02
+TEXTZOOM_VAL_MIN = 32
+VAL_SEED = 20240611  # fixed: the held-out part never depends on the run's seed
+CACHE_FORMAT = 1
+
+
+@dataclass
+class TensorSet:
+    lr: torch.Tensor  # uint8 (N,3,16,64)
+    hr: torch.Tensor | None  # uint8 (N,3,32,128); None for LR-only sets
+    labels: list[str]  # raw labels (case kept); normalisation happens at encoding
+    identity: dict = field(default_factory=dict)
+    # name, split, source ('stand-in'|'real'), hash, path, count, profile, dropped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def splits(name: str) -> list[str]:
+    if name not in SPLITS:
+        raise KeyError(f"unknown data set {name!r}; known: {', '.join(SPLITS)}")
+    return list(SPLITS[name])
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("IMAGE_BENCH_CACHE", "./.cache/image-bench"))
+
+
+def standin_root(profile: str, seed: int) -> Path:
+    return cache_root() / "standin" / f"{profile}-seed{seed}"
+
+
+# ----------------------------------------------------------------------------------------------
+# locating LMDBs
+# ----------------------------------------------------------------------------------------------
+def _is_lmdb(path: Path) -> bool:
+    return (path / "data.mdb").is_file()
+
+
+def _real_dirs(name: str, root: Path) -> dict[str, Path] | None:
+    """LMDB directories of the real set under ``root`` (keyed like make.split_sizes), or None."""
+    if name == "textzoom":
+        for base in (root / "textzoom", root / "TextZoom", root):
+            parts = {p: base / p for p in ("train1", "train2", "test/easy", "test/medium",
+                                          "test/hard")}
+            if any(_is_lmdb(p) for p in parts.values()):
+                return parts
+    elif name == "ic15-352":
+        for base in (root / "ic15-352", root / "IC15-352", root / "ic15_352", root / "IC15_352"):
+            for cand in (base, base / "test"):
+                if _is_lmdb(cand):
+                    return {".": cand}
+    elif name == "synth":
+        base = root / "synth"
+        if _is_lmdb(base / "train"):
+            return {"train": base / "train", "val": base / "val"}
+    return None
+
+
+def _split_parts(name: str, split: str) -> list[str]:
+    """Which LMDB sub-directories a split reads."""
+    if name == "textzoom":
+        return ["train1", "train2"] if split in ("train", "val") else [split]
+    if name == "ic15-352":
+        return ["."]
+    return [split]
+
+
+# ----------------------------------------------------------------------------------------------
+# decoding with a cache
+# ----------------------------------------------------------------------------------------------
+def _real_hash(path: Path) -> str:
+    """Content hash of a real LMDB, remembered per (size, mtime) of its data.mdb."""
+    st = (path / "data.mdb").stat()
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    memo = cache_root() / "hashes" / f"{key}.json"
+    stamp = [st.st_size, st.st_mtime_ns]
+    if memo.is_file():
+        saved = json.loads(memo.read_text())
+        if saved.get("stamp") == stamp:
+            return saved["hash"]
+    with TextZoomLMDB(path) as db:
+        digest = db.content_hash()
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(json.dumps({"path": str(path), "stamp": stamp, "hash": digest}))
+    return digest
+
+
+def _decode_range(args) -> list[str]:
+    """Worker: decode records [start, stop) of one LMDB into the shared tensors."""
+    path, start, stop = args
+    lr_out, hr_out = _SHARED["lr"], _SHARED["hr"]
+    labels = []
+    with TextZoomLMDB(path) as db:
+        for rec in db.records(start + 1, stop + 1):
+            lr, hr, label = db.decode(rec)
+            lr_out[rec.index - 1] = torch.from_numpy(lr).permute(2, 0, 1)
+            if hr_out is not None:
+                hr_out[rec.index - 1] = torch.from_numpy(hr).permute(2, 0, 1)
+            labels.append(label)
+    return labels
+
+
+_SHARED: dict = {}
+
+
+def decode_lmdb(path: Path, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                    list[str]]:
+    """Decode every record of one LMDB (in parallel for large ones) to uint8 NCHW tensors."""
+    with TextZoomLMDB(path) as db:
+        n, has_hr = len(db), db.has_hr
+    lr = torch.empty((n, 3, 16, 64), dtype=torch.uint8)
+    hr = torch.empty((n, 3, 32, 128), dtype=torch.uint8) if has_hr else None
+    workers = min(workers or os.cpu_count() or 1, max(1, n // 2000))
+    if workers > 1:
+        # forked workers write straight into shared memory: no copy of the pixels through pipes
+        lr.share_memory_()
+        if hr is not None:
+            hr.share_memory_()
+    _SHARED.update(lr=lr, hr=hr)
+    try:
+        step = -(-n // (workers * 4)) if n else 1
+        jobs = [(str(path), s, min(s + step, n)) for s in range(0, n, step)]
+        if workers > 1:
+            with mp.get_context("fork").Pool(workers) as pool:
+                parts = pool.map(_decode_range, jobs)
+        else:
+            parts = [_decode_range(job) for job in jobs]
+    finally:
+        _SHARED.clear()
+    labels = [label for part in parts for label in part]
+    if workers > 1:  # detach from the shared segments
+        lr = lr.clone()
+        hr = hr.clone() if hr is not None else None
+    return lr, hr, labels
+
+
+def load_lmdb(path: Path, digest: str, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                                  list[str]]:
+    """Decoded tensors of one LMDB, from ``cache_dir/decoded-<hash>.pt`` when present."""
+    cache = cache_dir / f"decoded-{digest[:32]}.pt"
+    if cache.is_file():
+        blob = torch.load(cache, mmap=True, weights_only=True)
+        if blob.get("format") == CACHE_FORMAT and blob.get("hash") == digest:
+            return blob["lr"], blob["hr"], list(blob["labels"])
+    with file_lock(cache_dir / f".decoded-{digest[:32]}.lock"):
+        if cache.is_file():  # another process finished while we waited
+            blob = torch.load(cache, mmap=True, weights_only=True)
+            return blob["lr"], blob["hr"], list(blob["labels"])
+        lr, hr, labels = decode_lmdb(path)
+        tmp = cache.with_suffix(f".tmp-{os.getpid()}")
+        torch.save({"format": CACHE_FORMAT, "hash": digest, "lr": lr, "hr": hr,
+                    "labels": labels}, tmp)
+        os.replace(tmp, cache)
+    return lr, hr, labels
+
+
+# ----------------------------------------------------------------------------------------------
+# resolve
+# ----------------------------------------------------------------------------------------------
+def textzoom_val_indices(n: int) -> np.ndarray:
+    """Held-out val positions in train1+train2 (0-based, sorted): 2%, at least 32."""
+    k = min(n, max(TEXTZOOM_VAL_MIN, round(TEXTZOOM_VAL_FRACTION * n)))
+    return np.sort(np.random.default_rng(VAL_SEED).choice(n, size=k, replace=False))
+
+
+def resolve(name: str, split: str, profile: str = "smoke", *, data_root: str | None = None,
+            seed: int = 0) -> TensorSet:
+    """The (LR, HR, labels) of one split, real when available, else the generated stand-in."""
+    known = splits(name)
+    if split not in known:
+        raise KeyError(f"unknown split {split!r} of {name!r}; known: {', '.join(known)}")
+    root = data_root or os.environ.get("IMAGE_BENCH_DATA")
+    dirs = _real_dirs(name, Path(root)) if root else None
+    parts = _split_parts(name, split)
+    if dirs is not None:
+        source, used_profile = "real", None
+        missing = [p for p in parts if not _is_lmdb(dirs[p])]
+        if missing:
+            raise DataError(dirs[missing[0]], None,
+                            f"the real {name} set under {root} lacks split {missing[0]!r}")
+        hashes = {p: _real_hash(dirs[p]) for p in parts}
+        cache_dirs = {p: cache_root() / "decoded" for p in parts}
+    else:
+        source, used_profile = "stand-in", profile
+        out = standin_root(profile, seed)
+        manifest = make_set(name, out, profile=profile, seed=seed, quiet=True)
+        set_dir = out / name
+        dirs = {p: set_dir / p for p in manifest["splits"]}
+        hashes = {p: manifest["splits"][p]["hash"] for p in parts}
+        cache_dirs = {p: dirs[p] for p in parts}
+        if read_manifest(set_dir) is None:
+            raise DataError(set_dir, None, "stand-in set has no manifest.json")
+    for p in parts:
+        cache_dirs[p].mkdir(parents=True, exist_ok=True)
+    loaded = [load_lmdb(dirs[p], hashes[p], cache_dirs[p]) for p in parts]
+    lr = torch.cat([x[0] for x in loaded]) if len(loaded) > 1 else loaded[0][0]
+    hr_parts = [x[1] for x in loaded]
+    hr = None if any(h is None for h in hr_parts) else (
+        torch.cat(hr_parts) if len(hr_parts) > 1 else hr_parts[0])
+    labels = [label for x in loaded for label in x[2]]
+    index = np.arange(len(labels))
+    if name == "textzoom" and split in ("train", "val"):
+        val = textzoom_val_indices(len(labels))
+        index = val if split == "val" else np.setdiff1d(index, val)
+    keep = np.array([i for i in index if normalize(labels[i])], dtype=np.int64)
+    dropped = len(index) - len(keep)
+    if dropped:
+        log.warning("%s/%s: dropped %d of %d samples whose label normalises to nothing",
+                    name, split, dropped, len(index))
+    if len(keep) != len(labels):
+        sel = torch.from_numpy(keep)
+        lr = lr.index_select(0, sel)
+        hr = hr.index_select(0, sel) if hr is not None else None
+        labels = [labels[i] for i in keep]
+    if len(parts) > 1:  # textzoom train/val: both LMDBs plus the rule that splits them
+        rule = f"val:{TEXTZOOM_VAL_FRACTION}/{TEXTZOOM_VAL_MIN}/{VAL_SEED}"
+        digest = hashlib.sha256(f"{name}/{split}:{hashes[parts[0]]}+{hashes[parts[1]]}:{rule}"
+                                .encode()).hexdigest()
+    else:
+        digest = hashes[parts[0]]  # a whole LMDB: its own content hash
+    path = str(dirs[parts[0]]) if len(parts) == 1 else ",".join(str(dirs[p]) for p in parts)
+    identity = {"name": name, "split": split, "source": source, "hash": digest, "path": path,
+                "count": len(labels), "profile": used_profile, "dropped": int(dropped)}
+    return TensorSet(lr=lr, hr=hr, labels=labels, identity=identity)

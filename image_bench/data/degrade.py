@@ -1,0 +1,120 @@
+"""Degradation models: HR crop -> LR crop, each at its own native size.
+
+(a) ``synth``: the "S" pretraining data of STISR work: bicubic x2 downsampling after a mild blur.
+(b) ``camera``: a TextZoom-like zoom pair. TextZoom's LR is the same scene shot at a shorter focal
+    length, so the LR has fewer pixels on the text, is out of focus, slightly misaligned with the
+    HR (shift, scale, rotation), noisier, differently exposed, and JPEG-compressed. Three
+    severities give easy / medium / hard.
+(c) ``ic15``: an IC15-352-like LR-only crop: heavier blur and noise, lower quality JPEG (the
+    different backgrounds and perspective come from the renderer's IC15 style).
+
+Severities are calibrated (scripts/bench_data.py --calibrate) so that, as in TextZoom, the
+bicubic-upsampled LR (16x64 -> 32x128) against the HR gives about 20.35 dB PSNR / 0.696 SSIM over
+the test set, falling from easy to hard.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+
+@dataclass(frozen=True)
+class Severity:
+    """Ranges sampled uniformly per image. Lengths are in HR pixels."""
+
+    scale: tuple[float, float]  # LR native size / HR native size
+    blur: tuple[float, float]  # defocus, Gaussian sigma in HR pixels
+    shift: float  # max misalignment, HR pixels
+    zoom: float  # max relative scale misalignment
+    rotate: float  # max misalignment rotation, degrees
+    noise: tuple[float, float]  # sensor noise sigma, [0,1] units at LR size
+    gain: tuple[float, float]  # exposure multiplier
+    contrast: tuple[float, float]  # contrast around the mean
+    jpeg: tuple[int, int]  # JPEG quality of the stored LR
+
+
+SEVERITIES = {
+    "easy": Severity(scale=(0.45, 0.6), blur=(0.6, 1.3), shift=1.0, zoom=0.02, rotate=0.6,
+                     noise=(0.005, 0.02), gain=(0.9, 1.1), contrast=(0.85, 1.0), jpeg=(60, 95)),
+    "medium": Severity(scale=(0.35, 0.5), blur=(1.1, 2.0), shift=1.8, zoom=0.04, rotate=1.2,
+                       noise=(0.015, 0.035), gain=(0.8, 1.2), contrast=(0.7, 0.95), jpeg=(40, 85)),
+    "hard": Severity(scale=(0.28, 0.42), blur=(1.5, 2.6), shift=2.5, zoom=0.06, rotate=2.0,
+                     noise=(0.02, 0.05), gain=(0.7, 1.3), contrast=(0.6, 0.9), jpeg=(30, 75)),
+    # IC15-352-like: other cameras, far more blur and noise than TextZoom (no HR to compare with)
+    "ic15": Severity(scale=(0.25, 0.4), blur=(1.8, 3.2), shift=0.0, zoom=0.0, rotate=0.0,
+                     noise=(0.03, 0.07), gain=(0.6, 1.4), contrast=(0.5, 0.9), jpeg=(20, 60)),
+}
+
+
+def to_jpeg(img: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=int(quality))
+    return out.getvalue()
+
+
+def to_jpeg444(img: Image.Image | np.ndarray, quality: int) -> bytes:
+    """High-quality JPEG without chroma subsampling: the clean images keep their colour edges."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img, "RGB")
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=int(quality), subsampling=0)
+    return out.getvalue()
+
+
+def to_png(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format="PNG", compress_level=1)  # fast: the stand-ins are large
+    return out.getvalue()
+
+
+def synth(hr: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """(a) mild Gaussian blur (sigma 0.3-0.8) then bicubic x2 down. Returns the LR as PIL RGB."""
+    h, w = hr.shape[:2]
+    img = Image.fromarray(hr, "RGB").filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 0.8))))
+    return img.resize((max(1, round(w / 2)), max(1, round(h / 2))), Image.BICUBIC)
+
+
+def _misalign(img: Image.Image, rng: np.random.Generator, sev: Severity) -> Image.Image:
+    """Small similarity transform about the centre (the LR shot is not registered to the HR)."""
+    if sev.shift == 0 and sev.zoom == 0 and sev.rotate == 0:
+        return img
+    w, h = img.size
+    s = 1 + float(rng.uniform(-sev.zoom, sev.zoom))
+    theta = math.radians(float(rng.uniform(-sev.rotate, sev.rotate)))
+    tx, ty = rng.uniform(-sev.shift, sev.shift, 2)
+    c, sn = math.cos(theta) / s, math.sin(theta) / s
+    cx, cy = w / 2, h / 2
+    # PIL AFFINE maps output (x, y) to input (a x + b y + c, d x + e y + f)
+    coeffs = (c, -sn, cx - c * cx + sn * cy + tx, sn, c, cy - sn * cx - c * cy + ty)
+    # edge pixels fill the border, as the real LR shows more of the scene there
+    return img.transform(img.size, Image.AFFINE, coeffs, Image.BILINEAR,
+                         fillcolor=tuple(int(v) for v in np.asarray(img)[0, 0]))
+
+
+def camera(hr: np.ndarray, rng: np.random.Generator, severity: str) -> bytes:
+    """(b)/(c) the zoom model; returns the LR as JPEG bytes at its native size."""
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r}; known: {', '.join(SEVERITIES)}")
+    sev = SEVERITIES[severity]
+    h, w = hr.shape[:2]
+    img = _misalign(Image.fromarray(hr, "RGB"), rng, sev)
+    img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(*sev.blur))))
+    scale = float(rng.uniform(*sev.scale))
+    size = (max(4, round(w * scale)), max(3, round(h * scale)))
+    # the sensor integrates over each (larger) pixel: area-like reduction
+    img = img.resize(size, Image.BILINEAR, reducing_gap=2.0)
+    arr = np.asarray(img, np.float32) * (1 / 255)
+    mean = float(arr.mean())
+    arr = (arr - mean) * float(rng.uniform(*sev.contrast)) + mean
+    arr = arr * float(rng.uniform(*sev.gain))
+    sigma = float(rng.uniform(*sev.noise))
+    # luminance-dominated noise with a little per-channel (chroma) noise, as phone sensors show
+    noise = rng.standard_normal((size[1], size[0], 1), dtype=np.float32) * sigma
+    noise = noise + rng.standard_normal((size[1], size[0], 3), dtype=np.float32) * (sigma * 0.4)
+    arr = np.clip((arr + noise) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return to_jpeg(Image.fromarray(arr, "RGB"), int(rng.integers(sev.jpeg[0], sev.jpeg[1] + 1)))
