@@ -42,8 +42,8 @@ Deviations, on purpose:
 Parameters at inference (STN and the frozen teacher excluded; tests/test_c3stisr.py checks them):
   ours     SR side 3,870,341 (TSRN with clue SRBs 836,869; three InfoGens 853,952 + 853,952 +
            842,392; visual fuser 334,096; three spatial attentions 3 x 35,848; guide 2,080; gated
-           fusion 39,456) + BCN 12,647,461 + TPG CRNN 8,331,173 = 24,848,975; 3.08 GMACs at
-           batch 1 (TPG 0.82, BCN 0.42, the rest 1.85).
+           fusion 39,456) + BCN 12,647,461 + TPG CRNN 8,331,173 = 24,848,975; 3.18 GFLOPs (MACs,
+           the suite's fvcore count, batch 1): TPG 0.90, BCN 0.42, SR side 1.86.
   release  29,153,835 without STN (31,008,883 registered) + its CRNN 8,331,301 = 37,485,136, of
            which only 1,690,821 + the CRNN reach its output (ORIGINALS.md §4).
   paper    58.52M with CRNN (the IMAGE paper's Table 1).
@@ -161,8 +161,8 @@ class BCN(BenchModel):
         pos = self.positions[:t].to(probs.dtype)
         memory = self.token_dropout(self.proj(probs.detach()) + pos)
         query = pos.expand(b, t, -1)
-        location = torch.zeros(t, t, device=probs.device, dtype=memory.dtype)
-        location.fill_diagonal_(float("-inf"))
+        # Boolean mask (True = hidden) so that it is valid under any autocast dtype.
+        location = torch.eye(t, dtype=torch.bool, device=probs.device)
         for layer in self.layers:
             query = layer(query, memory, location)
         return ModelOutput(logits=self.cls(query))

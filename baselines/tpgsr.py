@@ -14,7 +14,9 @@ arXiv 2106.15368), single stage, as its released ``TSRN_TL`` with ``--STN --mask
 
 Deviation: the original's TPG is the 1-channel 32x100 evaluation CRNN (T = 26 frames); the
 suite's CRNN reads RGB at 32x128 (T = 33), so InfoGen's map is 1x259 before the resize instead of
-1x203. Parameters are unchanged: SR network 1,690,821 (STN excluded) + TPG CRNN.
+1x203. Parameters are unchanged: SR network 1,690,821 (STN excluded, as the official count) +
+TPG CRNN 8,331,173 = 10,021,994 at inference. FLOPs (MACs, the suite's fvcore count, batch 1):
+1.88 G = TPG 0.90 + SR network 0.97 (official SR branch 0.96 at T = 26, ORIGINALS.md §4).
 """
 
 from __future__ import annotations
