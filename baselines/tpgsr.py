@@ -59,6 +59,12 @@ class TextPriorMixin:
             raise ValueError(f"{type(self).__name__}: the attached recognizer does not match the "
                              f"TPG's architecture ({type(self.tpg).__name__}): {err}") from err
 
+    @property
+    def recognizer(self) -> Recognizer:
+        """The frozen pretrained recognizer: what the engine's validation scores the SR output
+        with (the originals validate with the fixed evaluation CRNN, not the fine-tuned TPG)."""
+        return self.teacher
+
     def train(self, mode: bool = True):
         super().train(mode)  # type: ignore[misc]
         self.teacher.eval()  # BN statistics and dropout of the teacher stay frozen

@@ -153,6 +153,7 @@ def test_attach_copies_weights_and_freezes_the_teacher():
         assert torch.equal(ours, theirs) and not ours.requires_grad
     model.train()
     assert model.tpg.training and not model.teacher.training
+    assert model.recognizer is model.teacher  # what the engine's validation reads SR with
     with pytest.raises(ValueError):
         model.attach("recognizer", TinyRecognizer(width=8))  # not the TPG's architecture
     with pytest.raises(KeyError):
