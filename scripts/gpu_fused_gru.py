@@ -175,7 +175,7 @@ def check(device, smoke: bool) -> bool:
 # ------------------------------------------------------------------------------------ sweep
 
 SWEEP_CONFIGS = [(16, 1), (16, 2), (16, 4), (32, 1), (32, 2), (32, 4), (64, 4)]
-PRECISIONS = {"fp32": ["ieee", "tf32x3"], "bf16": ["tf32", "ieee"]}
+PRECISIONS = {"fp32": ["tf32x3", "ieee"], "bf16": ["tf32"]}
 
 
 def srb_shapes(smoke: bool):
@@ -249,6 +249,34 @@ def fwd_only(gru, x, fused: bool, amp):
     return fn
 
 
+PROFILES: list[str] = []
+
+
+def gru_kernels(fn, calls: int = 10) -> tuple[str, float]:
+    """Top kernels of ``calls`` calls and the GPU time of all kernels per call (ms)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    busy = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
+               for e in events) / 1e3 / calls
+    return table_of(events, 8), busy
+
+
+def table_of(events, rows: int) -> str:
+    for key in ("self_device_time_total", "self_cuda_time_total", "device_time_total"):
+        try:
+            return events.table(sort_by=key, row_limit=rows)
+        except Exception:  # the key's name changed across torch versions
+            continue
+    return events.table(row_limit=rows)
+
+
 def bench_gru(device, smoke: bool, best: dict) -> list[dict]:
     rows = []
     hidden, inp = 32, 64
@@ -276,10 +304,20 @@ def bench_gru(device, smoke: bool, best: dict) -> list[dict]:
             fg.OVERRIDE.clear()
             if not smoke:
                 row["speedup"] = row["cudnn_fwd_bwd_ms"] / row["fused_fwd_bwd_ms"]
+            if not smoke and mode == "bf16":
+                for fused in (False, True):
+                    table, busy = gru_kernels(fwd_bwd(gru, x, grad_out, fused, amp))
+                    row["fused_gpu_busy_ms" if fused else "cudnn_gpu_busy_ms"] = busy
+                    PROFILES.append(f"GRU alone fwd+bwd N={n_seq} T={steps} bf16, "
+                                    f"{'fused' if fused else 'cuDNN'}: {busy:.3f} ms of kernels "
+                                    f"per call\n{table}")
             rows.append(row)
             log("bench " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                                      for k, v in row.items()))
     write_csv("bench.csv", rows)
+    if PROFILES:
+        (OUT / "profile_gru.txt").write_text("\n\n".join(PROFILES))
+        log("\n" + "\n\n".join(PROFILES))
     return rows
 
 
@@ -295,13 +333,7 @@ def kernel_table(step, steps: int = 5) -> str:
         for _ in range(steps):
             step()
         torch.cuda.synchronize()
-    averages = prof.key_averages()
-    for key in ("self_device_time_total", "self_cuda_time_total", "device_time_total"):
-        try:
-            return averages.table(sort_by=key, row_limit=10)
-        except Exception:  # the key's name changed across torch versions
-            continue
-    return averages.table(row_limit=10)
+    return table_of(prof.key_averages(), 10)
 
 
 def srb_part(device, smoke: bool) -> list[dict]:
@@ -321,12 +353,16 @@ def srb_part(device, smoke: bool) -> list[dict]:
 
     # same function on both paths (fp32, eval statistics so BN is deterministic)
     block.eval()
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # cuDNN's float32 RNN uses TF32 by default
     with torch.no_grad():
         dispatch.set_fused_gru(False)
         y_ref = block(x[:8])
         dispatch.set_fused_gru(True)
         y_fused = block(x[:8])
-    log(f"srb eval fp32 fused vs nn.GRU: rel {rel_errors(y_fused, y_ref)[0]:.2e}")
+    torch.backends.cudnn.allow_tf32 = tf32
+    log(f"srb eval fp32 fused vs nn.GRU (cuDNN without TF32): rel "
+        f"{rel_errors(y_fused, y_ref)[0]:.2e}")
     block.train()
 
     for mode in ("bf16", "fp32"):
@@ -343,27 +379,34 @@ def srb_part(device, smoke: bool) -> list[dict]:
     if smoke:
         return rows
 
+    tables = []
     for fused in (False, True):
         dispatch.set_fused_gru(fused)
         table = kernel_table(train_step(torch.bfloat16))
-        name = "profile_srb_fused.txt" if fused else "profile_srb_cudnn.txt"
-        (OUT / name).write_text(table)
-        log(f"\ntop-10 kernels, SRB fwd+bwd batch 256 bf16, {'fused' if fused else 'cuDNN'} "
-            f"GRU (5 steps):\n{table}")
+        tables.append(f"top-10 kernels, SRB fwd+bwd batch 256 bf16, "
+                      f"{'fused' if fused else 'cuDNN'} GRU (5 steps):\n{table}")
+        log("\n" + tables[-1])
+    (OUT / "profile_srb.txt").write_text("\n\n".join(tables))
     dispatch.set_fused_gru(True)
 
     # torch.compile readiness: graph breaks of the SRB forward with the fused path
-    try:
-        import torch._dynamo as dynamo
+    import torch._dynamo as dynamo
 
-        dynamo.reset()
-        explain = dynamo.explain(block)(x[:4])
-        text = (f"graphs={explain.graph_count} graph_breaks={explain.graph_break_count} "
-                f"ops={explain.op_count}\nbreak reasons: {explain.break_reasons}")
-        log("dynamo explain (SRB forward, fused GRU): " + text[:1500])
-        (OUT / "dynamo_explain.txt").write_text(str(explain))
-    except Exception as err:
-        log(f"dynamo explain failed: {type(err).__name__}: {err}"[:800])
+    explained = []
+    for allow_rnn in (False, True):  # dynamo refuses nn.GRU modules unless allow_rnn is set
+        try:
+            dynamo.reset()
+            with dynamo.config.patch(allow_rnn=allow_rnn):
+                explain = dynamo.explain(block)(x[:4])
+            text = (f"allow_rnn={allow_rnn}: graphs={explain.graph_count} graph_breaks="
+                    f"{explain.graph_break_count} ops={explain.op_count}\nbreak reasons: "
+                    + "; ".join(str(r.reason).splitlines()[0] for r in explain.break_reasons))
+            explained.append(text + "\n\n" + str(explain))
+            log("dynamo explain (SRB forward, fused GRU) " + text[:1200])
+        except Exception as err:
+            log(f"dynamo explain allow_rnn={allow_rnn} failed: {type(err).__name__}: {err}"[:800])
+    dynamo.reset()
+    (OUT / "dynamo_explain.txt").write_text("\n\n".join(explained))
 
     # batch-1 inference: eager vs CUDA-graph replay, fused GRU inside the graph
     block.eval()

@@ -27,7 +27,9 @@ Tensors a backend exchanges (N sequences, T steps, batch first):
     out  (N, T, 2H)  [h_fwd, h_bwd] as nn.GRU returns it, in the compute dtype
     hs   (N, T, 2H)  the same states in float32 (kept for backward when out is low precision)
     dgi  (N, T, 6H)  gradient of the gate pre-activations [da_r, da_z, da_n] per direction
-    dghn (N, T, 2H)  gradient of (W_hn h + b_hn), i.e. da_n * r, per direction
+and the recurrent parameters' gradients d_w_hh (2, 3H, H), d_b_ih (6H,), d_b_hh (2, 3H) in
+float32 (float64 for float64 inputs): they are sums over all steps that the Triton backward
+accumulates on chip while it walks back in time. dx and dW_ih are matmuls with dgi, done here.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ def step_index(s: int, d: int, steps: int) -> int:
 
 class Recurrence(NamedTuple):
     """A backend: forward(gi, b_ih, w_hh, b_hh, out_dtype, keep_hs) -> (out, hs or None);
-    backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype) -> (dgi, dghn)."""
+    backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype) -> (dgi, d_w_hh, d_b_ih, d_b_hh)."""
 
     forward: Callable
     backward: Callable
@@ -142,7 +144,8 @@ def torch_forward(gi, b_ih, w_hh, b_hh, out_dtype, keep_hs):
 
 
 def torch_backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype):
-    """Reverse-time recurrence: the exact mirror of the Triton backward kernel."""
+    """Reverse-time recurrence: the mirror of the Triton backward kernel, which sums the
+    parameter gradients on chip where this one collects dghn and sums afterwards."""
     n_seq, steps, six_h = gi.shape
     hidden = six_h // 6
     acc = _acc_dtype(gi)
@@ -169,7 +172,7 @@ def torch_backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype):
             dghn[:, t, hcols] = d_hn.to(grad_dtype)
             # dh_{t-1}: directly through z * h_{t-1} of (G4), and through W_h* h_{t-1}
             dh = dh * z + torch.cat([da_r, da_z, d_hn], 1) @ w
-    return dgi, dghn
+    return (dgi, *recurrent_param_grads(dgi, dghn, hs))
 
 
 TORCH_RECURRENCE = Recurrence(torch_forward, torch_backward)
@@ -188,14 +191,13 @@ def previous_states(hs: torch.Tensor) -> torch.Tensor:
     return torch.cat([fwd, bwd], 2)
 
 
-def weight_gradients(dgi, dghn, x, hs, compute_dtype):
-    """dW_ih, db_ih, dW_hh, db_hh from the pre-activation gradients (sums over N and T)."""
+def recurrent_param_grads(dgi, dghn, hs):
+    """dW_hh, db_ih, db_hh: sums over N and T of the pre-activation gradients (times h_{t-1})."""
     n_seq, steps, six_h = dgi.shape
     hidden = six_h // 6
     rows = n_seq * steps
     acc = _acc_dtype(hs)
     dgi2 = dgi.reshape(rows, six_h)
-    d_w_ih = (dgi2.t() @ x.reshape(rows, -1).to(compute_dtype)).to(acc)
     d_b_ih = dgi2.sum(0, dtype=acc)
     # The hidden-side pre-activations of r and z equal the input-side ones; n's is dghn.
     h_prev = previous_states(hs).reshape(rows, 2 * hidden)
@@ -206,7 +208,7 @@ def weight_gradients(dgi, dghn, x, hs, compute_dtype):
                          dghn2[:, hidden * d:hidden * (d + 1)]], 1).to(acc)
         d_w_hh.append(dgh.t() @ h_prev[:, hidden * d:hidden * (d + 1)])
         d_b_hh.append(dgh.sum(0))
-    return d_w_ih, d_b_ih, torch.stack(d_w_hh), torch.stack(d_b_hh)
+    return torch.stack(d_w_hh), d_b_ih, torch.stack(d_b_hh)
 
 
 def make_bigru_function(recurrence: Recurrence) -> type[torch.autograd.Function]:
@@ -233,13 +235,15 @@ def make_bigru_function(recurrence: Recurrence) -> type[torch.autograd.Function]
         def backward(ctx, grad_out):
             x, w_ih, b_ih, w_hh, b_hh, gi, hs = ctx.saved_tensors
             compute = x.dtype
-            dgi, dghn = recurrence.backward(grad_out.contiguous(), gi, hs, b_ih, w_hh, b_hh,
-                                            compute)
+            dgi, d_w_hh, d_b_ih, d_b_hh = recurrence.backward(
+                grad_out.contiguous(), gi, hs, b_ih, w_hh, b_hh, compute)
             n_seq, steps, six_h = dgi.shape
+            dgi2 = dgi.reshape(n_seq * steps, six_h)
             dx = None
             if ctx.needs_input_grad[0]:
-                dx = (dgi.reshape(n_seq * steps, six_h) @ w_ih.to(compute)).view_as(x)
-            d_w_ih, d_b_ih, d_w_hh, d_b_hh = weight_gradients(dgi, dghn, x, hs, compute)
+                dx = (dgi2 @ w_ih.to(compute)).view_as(x)
+            # cuBLAS accumulates in float32 over all N*T rows; only the result is rounded.
+            d_w_ih = dgi2.t() @ x.reshape(n_seq * steps, -1)
             return (dx, d_w_ih.to(w_ih.dtype), d_b_ih.to(b_ih.dtype), d_w_hh.to(w_hh.dtype),
                     d_b_hh.to(b_hh.dtype))
 

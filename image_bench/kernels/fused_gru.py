@@ -10,7 +10,9 @@ does so lazily on the first CUDA call). The math, packing and autograd Function 
   W_i* x_t, computes W_h* h with tl.dot, applies (G1)-(G4) of bigru.py and writes h_t.
 * backward: the same grid walking time in reverse; it recomputes the gates of step t from the
   saved h_{t-1} (cheaper than storing them: gates would be 4x the bytes of h), carries dh on
-  chip, and writes the pre-activation gradients that the weight-gradient matmuls consume.
+  chip, writes the pre-activation gradients dgi (for the dx and dW_ih matmuls outside) and
+  sums dW_hh and both biases' gradients on chip, one float32 partial per program (summed by
+  torch afterwards: deterministic, unlike atomics).
 
 Both kernels accumulate in float32 whatever the storage dtype (bf16, fp16 or fp32).
 """
@@ -40,12 +42,15 @@ OVERRIDE: dict[str, KernelConfig] = {}
 
 
 def pick_config(kind: str, n_seq: int, hidden: int, dtype: torch.dtype) -> KernelConfig:
-    """Launch configuration: small programs (latency-bound recurrence: many resident programs
-    hide each one's step latency); float32 keeps float32-exact products."""
+    """Launch configuration, from the H100 sweep (docs/speed.md): small programs, since the
+    recurrence is latency-bound and many resident programs hide each one's step latency.
+    float32 uses 3xTF32 products (error ~1e-7, like IEEE float32, and 3.4x faster here);
+    bf16/fp16 use one TF32 product (operands are already rounded coarser than TF32)."""
     if kind in OVERRIDE:
         return OVERRIDE[kind]
-    precision = "ieee" if dtype == torch.float32 else "tf32"
-    return KernelConfig(block_n=16, num_warps=2, precision=precision)
+    if dtype == torch.float32:
+        return KernelConfig(block_n=16, num_warps=4 if kind == "fwd" else 2, precision="tf32x3")
+    return KernelConfig(block_n=16, num_warps=4, precision="tf32")
 
 
 @triton.jit
@@ -129,9 +134,9 @@ def _bigru_fwd_kernel(gi_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, out_ptr, hs_ptr, N, 
 
 
 @triton.jit
-def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dgi_ptr, dghn_ptr,
-                      N, T, H: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr,
-                      PRECISION: tl.constexpr):
+def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dgi_ptr,
+                      dw_part_ptr, db_part_ptr, N, T, H: tl.constexpr, BLOCK_H: tl.constexpr,
+                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     d = tl.program_id(1)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -165,6 +170,15 @@ def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dg
     go = tl.load(gout_ptr + h_off + t * (2 * H), mask=mask, other=0.0).to(tl.float32)
     hp = tl.load(hs_ptr + h_off + (t - step) * (2 * H), mask=mask & (T > 1), other=0.0)
     dh = tl.zeros([BLOCK_N, BLOCK_H], dtype=tl.float32)
+    # This program's share of dW_h* (sum over its rows and steps of dgh^T h_{t-1}) and of the
+    # bias gradients (sums of da_r, da_z, da_n and of dgh_n = da_n * r).
+    dw_r = tl.zeros([BLOCK_H, BLOCK_H], dtype=tl.float32)
+    dw_z = tl.zeros([BLOCK_H, BLOCK_H], dtype=tl.float32)
+    dw_n = tl.zeros([BLOCK_H, BLOCK_H], dtype=tl.float32)
+    db_r = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db_z = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db_n = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db_hn = tl.zeros([BLOCK_H], dtype=tl.float32)
     for i in range(0, T):
         s = T - 1 - i
         t = s + d * (T - 1 - 2 * s)
@@ -195,13 +209,35 @@ def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dg
         tl.store(g, da_r.to(dgi_ptr.dtype.element_ty), mask=mask)
         tl.store(g + H, da_z.to(dgi_ptr.dtype.element_ty), mask=mask)
         tl.store(g + 2 * H, da_n.to(dgi_ptr.dtype.element_ty), mask=mask)
-        tl.store(dghn_ptr + h_off + t * (2 * H), d_hn.to(dghn_ptr.dtype.element_ty), mask=mask)
+        # Rows past N and padded columns carry zeros here, so they add nothing.
+        dw_r = tl.dot(tl.trans(da_r), hp, dw_r, input_precision=PRECISION)
+        dw_z = tl.dot(tl.trans(da_z), hp, dw_z, input_precision=PRECISION)
+        dw_n = tl.dot(tl.trans(d_hn), hp, dw_n, input_precision=PRECISION)
+        db_r += tl.sum(da_r, axis=0)
+        db_z += tl.sum(da_z, axis=0)
+        db_n += tl.sum(da_n, axis=0)
+        db_hn += tl.sum(d_hn, axis=0)
 
         # dh_{t-1}: through z * h_{t-1} of (G4) and through the three W_h* h_{t-1}.
         dh = (dh * z + tl.dot(da_r, w_r, input_precision=PRECISION)
               + tl.dot(da_z, w_z, input_precision=PRECISION)
               + tl.dot(d_hn, w_n, input_precision=PRECISION))
         a_r, a_z, a_n, go, hp = n_r, n_z, n_n, n_go, n_hp
+
+    part = pid * 2 + d
+    i = tl.arange(0, BLOCK_H)[:, None]
+    j = tl.arange(0, BLOCK_H)[None, :]
+    w_mask = (i < H) & (j < H)
+    w_out = dw_part_ptr + part * (3 * H * H) + i * H + j  # (P, 2, 3H, H)
+    tl.store(w_out, dw_r, mask=w_mask)
+    tl.store(w_out + H * H, dw_z, mask=w_mask)
+    tl.store(w_out + 2 * H * H, dw_n, mask=w_mask)
+    c_mask = cols < H
+    b_out = db_part_ptr + part * (4 * H) + cols  # (P, 2, 4, H): r, z, n (input side), hn
+    tl.store(b_out, db_r, mask=c_mask)
+    tl.store(b_out + H, db_z, mask=c_mask)
+    tl.store(b_out + 2 * H, db_n, mask=c_mask)
+    tl.store(b_out + 3 * H, db_hn, mask=c_mask)
 
 
 def _block_h(hidden: int) -> int:
@@ -232,15 +268,20 @@ def triton_forward(gi, b_ih, w_hh, b_hh, out_dtype, keep_hs):
 def triton_backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype):
     n_seq, steps, six_h = gi.shape
     hidden = six_h // 6
-    dgi = _new((n_seq, steps, six_h), grad_dtype, gi)
-    dghn = _new((n_seq, steps, 2 * hidden), grad_dtype, gi)
     cfg = pick_config("bwd", n_seq, hidden, grad_dtype)
-    grid = (triton.cdiv(n_seq, cfg.block_n), 2)
-    _bigru_bwd_kernel[grid](grad_out, gi, hs, b_ih.contiguous(), w_hh.contiguous(),
-                            b_hh.contiguous(), dgi, dghn, n_seq, steps, H=hidden,
-                            BLOCK_H=_block_h(hidden), BLOCK_N=cfg.block_n,
-                            PRECISION=cfg.precision, num_warps=cfg.num_warps)
-    return dgi, dghn
+    programs = triton.cdiv(n_seq, cfg.block_n)
+    dgi = _new((n_seq, steps, six_h), grad_dtype, gi)
+    dw_part = _new((programs, 2, 3 * hidden, hidden), torch.float32, gi)
+    db_part = _new((programs, 2, 4, hidden), torch.float32, gi)
+    _bigru_bwd_kernel[(programs, 2)](grad_out, gi, hs, b_ih.contiguous(), w_hh.contiguous(),
+                                     b_hh.contiguous(), dgi, dw_part, db_part, n_seq, steps,
+                                     H=hidden, BLOCK_H=_block_h(hidden), BLOCK_N=cfg.block_n,
+                                     PRECISION=cfg.precision, num_warps=cfg.num_warps)
+    d_w_hh = dw_part.sum(0)
+    db = db_part.sum(0)  # (2, 4, H)
+    d_b_ih = db[:, :3].reshape(6 * hidden)
+    d_b_hh = db[:, [0, 1, 3]].reshape(2, 3 * hidden)
+    return dgi, d_w_hh, d_b_ih, d_b_hh
 
 
 TRITON_RECURRENCE = Recurrence(triton_forward, triton_backward)
