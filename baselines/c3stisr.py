@@ -46,14 +46,15 @@ Parameters at inference (STN and the frozen teacher excluded; tests/test_c3stisr
            the suite's fvcore count, batch 1): TPG 0.90, BCN 0.42, SR side 1.86.
   release  29,153,835 without STN (31,008,883 registered) + its CRNN 8,331,301 = 37,485,136, of
            which only 1,690,821 + the CRNN reach its output (ORIGINALS.md §4).
-  paper    58.52M with CRNN (the IMAGE paper's Table 1).
+  paper    58.52M and 4.54 GFLOPs for the C3-STISR + CRNN row of the IMAGE paper's Table 1; the
+           row includes the evaluation CRNN (the + SVTR row is 58.52 - 8.36 + 22.70 = 72.86).
 Ours minus the release: one BCN instead of two (-12,647,461; the release registers 'lm' and
 'correction_model', neither run by its forward), a three-way gated fusion (+10,272 over the
 release's, whose third branch exists but whose compression is two-way) and a 12-channel visual
-InfoGen (+1,156 over 10 channels). The paper's 58.52M exceeds the release + CRNN by about
-21M, which no module of the release accounts for; whatever else was counted (a second
-recognizer or the text-focus transformer are guesses) cannot be checked from the public code,
-so it is not reproduced.
+InfoGen (+1,156 over 10 channels). Comparable with the paper's row (+ the evaluation CRNN):
+ours 33.18M, the release 29.15M + TPG 8.33M + evaluation CRNN 8.33M = 45.82M; the paper's
+58.52M is 12.7M above the release, about one more BCN (12.65M) -- a guess the public code cannot
+confirm, so nothing is added to match it.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ suite's CRNN reads RGB at 32x128 (T = 33), so InfoGen's map is 1x259 before the 
 1x203. Parameters are unchanged: SR network 1,690,821 (STN excluded, as the official count) +
 TPG CRNN 8,331,173 = 10,021,994 at inference. FLOPs (MACs, the suite's fvcore count, batch 1):
 1.88 G = TPG 0.90 + SR network 0.97 (official SR branch 0.96 at T = 26, ORIGINALS.md §4).
+The IMAGE paper's TPGSR + CRNN row gives 35.33M and 4.75 GFLOPs, evaluation CRNN included; this
+single-stage model + the evaluation CRNN is 18.35M, as the official single-stage code. The
+paper's figure is close to the three-stage variant (``--stu_iter 3 --sr_share``: one SR network,
+three TPGs, 3.55 + 3 x 8.33 + 8.33 = 35.2M with STN), which may be what it counted; the suite
+builds the single stage of the released training script.
 """
 
 from __future__ import annotations
