@@ -1,0 +1,135 @@
+"""Benchmark and calibrate the stand-in data generator.
+
+    python scripts/bench_data.py speed [--n 3000]          pairs/s on one core (wall and CPU time)
+    python scripts/bench_data.py quality [--n N]   bicubic LR vs HR PSNR/SSIM per test split
+
+``quality`` generates each stand-in test split exactly as ``image-bench data make`` does (same
+seeds, same encoding), decodes it as the loader does (PIL BICUBIC to 16x64 / 32x128), upsamples
+the LR with bicubic interpolation to 32x128 and scores it against the HR in TextZoom's convention
+(image_bench.metrics.image_quality: RGB in [0,1], PSNR from the batch MSE, Gaussian SSIM),
+averaging per-batch values over batches of 50 (TATT's test batch). The overall figure weights the
+splits by size, as TextZoom's published 20.35 dB / 0.6961 does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from image_bench.data.lmdb_format import HR_SIZE, LR_SIZE, decode_image
+from image_bench.data.make import make_sample
+from image_bench.experiments.profiles import get_profile
+
+TEXTZOOM_BICUBIC = {"easy": (22.35, 0.7884), "medium": (18.98, 0.6254), "hard": (19.39, 0.6592),
+                    "overall": (20.35, 0.6961)}
+
+
+def speed(n: int, name: str, split: str) -> dict:
+    for i in range(n // 3):  # warm the glyph cache as a long run does
+        make_sample(name, split, 10_000_000 + i, 0)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for i in range(n):
+        make_sample(name, split, i, 0)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"set": f"{name}/{split}", "n": n, "pairs_per_s_wall": round(n / wall, 1),
+            "pairs_per_s_cpu": round(n / cpu, 1)}
+
+
+def _pair(args) -> tuple[np.ndarray, np.ndarray]:
+    split, index, seed = args
+    _, hr, lr = make_sample("textzoom", split, index, seed)
+    return decode_image(lr, LR_SIZE), decode_image(hr, HR_SIZE)
+
+
+def _gauss1d(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_fast(a: torch.Tensor, b: torch.Tensor) -> float:
+    """TextZoom's SSIM (11x11 Gaussian, sigma 1.5, zero padding 5, C1/C2 for range 1) computed
+    with two separable float32 passes. Equals image_bench.metrics.image_quality.ssim (float64,
+    2-D window) to ~1e-6, but is far faster on a CPU."""
+    g = _gauss1d()
+    c = a.shape[1]
+
+    def blur(x):
+        x = F.conv2d(x, g.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, 5), groups=c)
+        return F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(5, 0), groups=c)
+
+    mx, my = blur(a), blur(b)
+    sx, sy, sxy = blur(a * a) - mx * mx, blur(b * b) - my * my, blur(a * b) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    num = (2 * mx * my + c1) * (2 * sxy + c2)
+    return float((num / ((mx * mx + my * my + c1) * (sx + sy + c2))).mean())
+
+
+def quality(sizes: dict[str, int], seed: int, workers: int, batch: int = 50) -> dict:
+    from image_bench.metrics.image_quality import psnr, ssim
+
+    out = {}
+    with mp.get_context("fork").Pool(workers) as pool:
+        for severity, n in sizes.items():
+            pairs = pool.map(_pair, [(f"test/{severity}", i, seed) for i in range(n)], 64)
+            lr = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).float() / 255
+            hr = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).float() / 255
+            up = F.interpolate(lr, size=(32, 128), mode="bicubic", align_corners=False)
+            # the library's float64 SSIM is the reference: check the fast one against it once
+            ref = ssim(up[:8], hr[:8])
+            if abs(ref - ssim_fast(up[:8], hr[:8])) > 1e-4:
+                raise AssertionError(f"fast SSIM disagrees with the library: {ref}")
+            ps, ss = [], []
+            for s in range(0, n, batch):
+                ps.append(psnr(up[s:s + batch], hr[s:s + batch]))
+                ss.append(ssim_fast(up[s:s + batch], hr[s:s + batch]))
+            out[severity] = {"n": n, "psnr": float(np.mean(ps)), "ssim": float(np.mean(ss))}
+    total = sum(v["n"] for v in out.values())
+    out["overall"] = {"n": total,
+                      "psnr": sum(v["psnr"] * v["n"] for v in out.values()) / total,
+                      "ssim": sum(v["ssim"] * v["n"] for v in out.values()) / total}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("speed")
+    sp.add_argument("--n", type=int, default=3000)
+    q = sub.add_parser("quality")
+    q.add_argument("--profile", default="quick", help="test sizes from this profile")
+    q.add_argument("--n", type=int, default=None, help="override: this many per split")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--workers", type=int, default=mp.cpu_count())
+    for p in (sp, q):
+        p.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+    if args.cmd == "speed":
+        result = [speed(args.n, "synth", "train"), speed(args.n // 3, "textzoom", "train1")]
+        for r in result:
+            print(f"{r['set']:>16}: {r['pairs_per_s_wall']:7.1f} pairs/s wall, "
+                  f"{r['pairs_per_s_cpu']:7.1f} pairs/s CPU time (one core, n={r['n']})")
+    else:
+        e, m, h = get_profile(args.profile).textzoom_test
+        sizes = {"easy": e, "medium": m, "hard": h}
+        if args.n:
+            sizes = {k: args.n for k in sizes}
+        result = quality(sizes, args.seed, args.workers)
+        print(f"{'split':>8} {'n':>6} {'PSNR':>7} {'SSIM':>7}   TextZoom bicubic (PSNR / SSIM)")
+        for k, v in result.items():
+            ref = TEXTZOOM_BICUBIC[k]
+            print(f"{k:>8} {v['n']:6d} {v['psnr']:7.2f} {v['ssim']:7.4f}   "
+                  f"{ref[0]:.2f} / {ref[1]:.4f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
