@@ -350,9 +350,11 @@ class TG(BenchModel):
         As the original (loss/stroke_focus_loss.py): the attention maps of every sample and every
         teacher-forced step, padding steps included, enter the L1 mean (its 'select correct'
         switch is off); the recognizer is fed grey SR and grey HR at 32x128 with the same
-        teacher-forced stroke inputs; its weights get no update. Difference: the original passes
-        the raw case-sensitive label through a case-sensitive table; the suite normalises labels
-        to [0-9a-z] first, so upper-case letters use their lower-case strokes.
+        teacher-forced stroke inputs; its weights get no update. Difference: the original looks
+        each character of the training label up in a table with upper- and lower-case rows
+        (skipping characters it lacks); the suite normalises labels to [0-9a-z] first, so an
+        upper-case letter gets its lower-case strokes. The original's loss net holds two unused
+        Linear(16, 1) layers (34 parameters) that this one omits.
         """
         if self.stroke is None:
             raise RuntimeError("TG needs its stroke recognizer: train 'tg-stroke' and "
