@@ -39,20 +39,24 @@ def _conv(cin: int, cout: int, kernel: int, padding: int, batch_norm: bool) -> l
 @register("crnn")
 class CRNN(Recognizer):
     def __init__(self, in_channels: int = 3, hidden: int = 256,
-                 num_classes: int = charset.NUM_CLASSES, lr_fraction: float = 0.0):
+                 num_classes: int = charset.NUM_CLASSES, lr_fraction: float = 0.0,
+                 channels: tuple[int, ...] = (64, 128, 256, 256, 512, 512, 512)):
         super().__init__(lr_fraction)
+        if len(channels) != 7:
+            raise ValueError(f"CRNN has seven convolutions, got {len(channels)} channel counts")
+        c = channels  # the default is the original; narrower ones only for fast CPU tests
         tall_pool = dict(kernel_size=(2, 2), stride=(2, 1), padding=(0, 1))
         self.cnn = nn.Sequential(
-            *_conv(in_channels, 64, 3, 1, False), nn.MaxPool2d(2, 2),
-            *_conv(64, 128, 3, 1, False), nn.MaxPool2d(2, 2),
-            *_conv(128, 256, 3, 1, True),
-            *_conv(256, 256, 3, 1, False), nn.MaxPool2d(**tall_pool),
-            *_conv(256, 512, 3, 1, True),
-            *_conv(512, 512, 3, 1, False), nn.MaxPool2d(**tall_pool),
-            *_conv(512, 512, 2, 0, True),
+            *_conv(in_channels, c[0], 3, 1, False), nn.MaxPool2d(2, 2),
+            *_conv(c[0], c[1], 3, 1, False), nn.MaxPool2d(2, 2),
+            *_conv(c[1], c[2], 3, 1, True),
+            *_conv(c[2], c[3], 3, 1, False), nn.MaxPool2d(**tall_pool),
+            *_conv(c[3], c[4], 3, 1, True),
+            *_conv(c[4], c[5], 3, 1, False), nn.MaxPool2d(**tall_pool),
+            *_conv(c[5], c[6], 2, 0, True),
         )
         self.rnn = nn.Sequential(
-            BidirectionalLSTM(512, hidden, hidden),
+            BidirectionalLSTM(c[6], hidden, hidden),
             BidirectionalLSTM(hidden, hidden, num_classes),
         )
 

@@ -310,6 +310,21 @@ def _group_sum(per_module: dict[str, int], prefixes: Iterable[str], leaf_only: b
     return sum(per_module[p] for p in prefixes)  # fvcore's by_module already sums a subtree
 
 
+def count_params(model: nn.Module, training_only: Iterable[str] | None = None) -> tuple[int, int]:
+    """(parameters used at inference, parameters of the training-only submodules), where
+    training-only means a name under a prefix of ``training_only`` (default
+    ``model.training_only``). Shared parameters are counted once."""
+    prefixes = tuple(getattr(model, "training_only", ()) if training_only is None
+                     else training_only)
+    params = params_training_only = 0
+    for name, p in model.named_parameters():
+        if _is_under(name, prefixes):
+            params_training_only += p.numel()
+        else:
+            params += p.numel()
+    return params, params_training_only
+
+
 def count_cost(model: nn.Module, inputs: torch.Tensor | None = None,
                training_only: Iterable[str] | None = None) -> dict[str, Any]:
     """Parameters and MACs of ``model`` at batch 1 in eval mode.
@@ -321,15 +336,7 @@ def count_cost(model: nn.Module, inputs: torch.Tensor | None = None,
     ``input`` shape and, when the model has ``cost_groups()``, ``groups`` and
     ``groups_paper_compatible`` (MACs per part) with ``groups_residual`` (total minus the parts).
     """
-    prefixes = tuple(getattr(model, "training_only", ()) if training_only is None
-                     else training_only)
-    params = params_training_only = 0
-    for name, p in model.named_parameters():
-        if _is_under(name, prefixes):
-            params_training_only += p.numel()
-        else:
-            params += p.numel()
-
+    params, params_training_only = count_params(model, training_only)
     if inputs is None:
         inputs = model.example_input(1)
     if inputs.shape[0] != 1:
@@ -476,5 +483,5 @@ def cost(model_name: str, as_json: bool, input_size: str | None, settings: tuple
         click.echo(f"warning: ops left uncounted: {result['uncounted_ops']}", err=True)
 
 
-__all__ = ["count_cost", "hook_macs", "fvcore_analysis", "rnn_macs", "sdpa_macs", "cost",
-           "EXTRA_HANDLES", "NO_MAC_OPS"]
+__all__ = ["count_cost", "count_params", "hook_macs", "fvcore_analysis", "rnn_macs", "sdpa_macs",
+           "cost", "EXTRA_HANDLES", "NO_MAC_OPS"]
