@@ -277,6 +277,42 @@ def table_of(events, rows: int) -> str:
     return events.table(row_limit=rows)
 
 
+def host_ms(fn, calls: int = 20) -> float:
+    """Host time to enqueue one call (ms): above the GPU time, the call is host-bound."""
+    fn()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - start
+    torch.cuda.synchronize()
+    return elapsed * 1e3 / calls
+
+
+def graphed_ms(gru, x, grad_out) -> float:
+    """Fused fwd+bwd captured as CUDA graphs (bf16 input, no autocast): GPU time, no host."""
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = gru
+
+        def forward(self, inp):
+            return fg.fused_bigru(self.gru, inp)
+
+    try:
+        x16 = x.detach().to(torch.bfloat16).requires_grad_()
+        graphed = torch.cuda.make_graphed_callables(Wrapped(), (x16,))
+        g16 = grad_out.to(torch.bfloat16)
+
+        def fn():
+            graphed(x16).backward(g16)
+        return bench(fn, False)
+    except Exception as err:
+        log(f"graphed fused GRU failed: {type(err).__name__}: {err}"[:500])
+        return float("nan")
+
+
 def bench_gru(device, smoke: bool, best: dict) -> list[dict]:
     rows = []
     hidden, inp = 32, 64
@@ -304,7 +340,11 @@ def bench_gru(device, smoke: bool, best: dict) -> list[dict]:
             fg.OVERRIDE.clear()
             if not smoke:
                 row["speedup"] = row["cudnn_fwd_bwd_ms"] / row["fused_fwd_bwd_ms"]
+            if not smoke:
+                row["cudnn_host_ms"] = host_ms(fwd_bwd(gru, x, grad_out, False, amp))
+                row["fused_host_ms"] = host_ms(fwd_bwd(gru, x, grad_out, True, amp))
             if not smoke and mode == "bf16":
+                row["fused_graphed_fwd_bwd_ms"] = graphed_ms(gru, x, grad_out)
                 for fused in (False, True):
                     table, busy = gru_kernels(fwd_bwd(gru, x, grad_out, fused, amp))
                     row["fused_gpu_busy_ms" if fused else "cudnn_gpu_busy_ms"] = busy

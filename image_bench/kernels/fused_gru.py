@@ -48,9 +48,8 @@ def pick_config(kind: str, n_seq: int, hidden: int, dtype: torch.dtype) -> Kerne
     bf16/fp16 use one TF32 product (operands are already rounded coarser than TF32)."""
     if kind in OVERRIDE:
         return OVERRIDE[kind]
-    if dtype == torch.float32:
-        return KernelConfig(block_n=16, num_warps=4 if kind == "fwd" else 2, precision="tf32x3")
-    return KernelConfig(block_n=16, num_warps=4, precision="tf32")
+    precision = "tf32x3" if dtype == torch.float32 else "tf32"
+    return KernelConfig(block_n=16, num_warps=4 if kind == "fwd" else 2, precision=precision)
 
 
 @triton.jit
@@ -135,8 +134,8 @@ def _bigru_fwd_kernel(gi_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, out_ptr, hs_ptr, N, 
 
 @triton.jit
 def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dgi_ptr,
-                      dw_part_ptr, db_part_ptr, N, T, H: tl.constexpr, BLOCK_H: tl.constexpr,
-                      BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
+                      dw_part_ptr, dbi_part_ptr, dbh_part_ptr, N, T, H: tl.constexpr,
+                      BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     d = tl.program_id(1)
     rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -233,11 +232,15 @@ def _bigru_bwd_kernel(gout_ptr, gi_ptr, hs_ptr, b_ih_ptr, w_hh_ptr, b_hh_ptr, dg
     tl.store(w_out + H * H, dw_z, mask=w_mask)
     tl.store(w_out + 2 * H * H, dw_n, mask=w_mask)
     c_mask = cols < H
-    b_out = db_part_ptr + part * (4 * H) + cols  # (P, 2, 4, H): r, z, n (input side), hn
-    tl.store(b_out, db_r, mask=c_mask)
-    tl.store(b_out + H, db_z, mask=c_mask)
-    tl.store(b_out + 2 * H, db_n, mask=c_mask)
-    tl.store(b_out + 3 * H, db_hn, mask=c_mask)
+    # (P, 2, 3H) each, so that a sum over P gives b_ih's and b_hh's gradients as laid out.
+    bi_out = dbi_part_ptr + part * (3 * H) + cols
+    bh_out = dbh_part_ptr + part * (3 * H) + cols
+    tl.store(bi_out, db_r, mask=c_mask)
+    tl.store(bi_out + H, db_z, mask=c_mask)
+    tl.store(bi_out + 2 * H, db_n, mask=c_mask)
+    tl.store(bh_out, db_r, mask=c_mask)
+    tl.store(bh_out + H, db_z, mask=c_mask)
+    tl.store(bh_out + 2 * H, db_hn, mask=c_mask)
 
 
 def _block_h(hidden: int) -> int:
@@ -272,16 +275,16 @@ def triton_backward(grad_out, gi, hs, b_ih, w_hh, b_hh, grad_dtype):
     programs = triton.cdiv(n_seq, cfg.block_n)
     dgi = _new((n_seq, steps, six_h), grad_dtype, gi)
     dw_part = _new((programs, 2, 3 * hidden, hidden), torch.float32, gi)
-    db_part = _new((programs, 2, 4, hidden), torch.float32, gi)
+    dbi_part = _new((programs, 2, 3 * hidden), torch.float32, gi)
+    dbh_part = _new((programs, 2, 3 * hidden), torch.float32, gi)
     _bigru_bwd_kernel[(programs, 2)](grad_out, gi, hs, b_ih.contiguous(), w_hh.contiguous(),
-                                     b_hh.contiguous(), dgi, dw_part, db_part, n_seq, steps,
-                                     H=hidden, BLOCK_H=_block_h(hidden), BLOCK_N=cfg.block_n,
-                                     PRECISION=cfg.precision, num_warps=cfg.num_warps)
-    d_w_hh = dw_part.sum(0)
-    db = db_part.sum(0)  # (2, 4, H)
-    d_b_ih = db[:, :3].reshape(6 * hidden)
-    d_b_hh = db[:, [0, 1, 3]].reshape(2, 3 * hidden)
-    return dgi, d_w_hh, d_b_ih, d_b_hh
+                                     b_hh.contiguous(), dgi, dw_part, dbi_part, dbh_part, n_seq,
+                                     steps, H=hidden, BLOCK_H=_block_h(hidden),
+                                     BLOCK_N=cfg.block_n, PRECISION=cfg.precision,
+                                     num_warps=cfg.num_warps)
+    # Plain sums only: no host-built index tensors, whose pageable host-to-device copy would
+    # stall the host until the GPU caught up.
+    return dgi, dw_part.sum(0), dbi_part.sum(0).view(6 * hidden), dbh_part.sum(0)
 
 
 TRITON_RECURRENCE = Recurrence(triton_forward, triton_backward)
