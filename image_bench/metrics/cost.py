@@ -125,17 +125,20 @@ EXTRA_HANDLES = {
 }
 
 # Ops with no multiply-accumulate of two operands (element-wise arithmetic, activations,
-# normalising exponentials, max/avg pooling, reshuffles). They are zero under the MAC convention
-# and fine to leave uncounted; anything unsupported outside this set is reported as uncounted.
+# normalising exponentials, max/avg pooling, comparisons, indexing and reshuffles). They are zero
+# under the MAC convention and fine to leave uncounted; anything unsupported outside this set is
+# reported as uncounted. ``_weight_norm`` re-parametrises a weight from (g, v): it depends on the
+# parameters only (foldable at inference) and costs one pass over the weight.
 NO_MAC_OPS = frozenset(
     "aten::" + name for name in (
         "add add_ sub sub_ rsub mul mul_ div div_ neg abs pow sqrt rsqrt exp log clamp_min "
         "gelu relu relu_ leaky_relu prelu elu silu mish hardswish hardsigmoid sigmoid tanh "
         "softmax log_softmax softplus max_pool1d max_pool2d avg_pool1d avg_pool2d "
-        "adaptive_max_pool2d pixel_shuffle pixel_unshuffle mean sum amax argmax where "
-        "masked_fill_ fill_ zero_ repeat repeat_interleave tile flip lt le ne ones_like rand "
-        "rand_like bernoulli_ dropout_ feature_dropout alpha_dropout hardtanh sign round "
-        "numpy_T mT contiguous expand_as view_as"
+        "adaptive_max_pool2d pixel_shuffle pixel_unshuffle mean sum cumsum amax argmax where "
+        "minimum maximum masked_fill_ fill_ zero_ repeat repeat_interleave tile flip lt le ne "
+        "ones_like eye meshgrid linspace rand rand_like bernoulli_ dropout_ feature_dropout "
+        "alpha_dropout hardtanh sign round numpy_T mT contiguous expand_as view_as pad unflatten "
+        "scatter scatter_ index_select one_hot _weight_norm"
     ).split()
 )
 
