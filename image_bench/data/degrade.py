@@ -47,8 +47,8 @@ SEVERITIES = {
     "hard": Severity(scale=(0.3, 0.45), blur=(0.9, 1.7), shift=1.0, zoom=0.025, rotate=0.9,
                      noise=(0.012, 0.025), gain=(0.9, 1.1), contrast=(0.85, 1.0), jpeg=(40, 85)),
     # IC15-352-like: other cameras, more blur and noise than TextZoom (no HR to compare with)
-    "ic15": Severity(scale=(0.25, 0.4), blur=(1.4, 2.6), shift=0.0, zoom=0.0, rotate=0.0,
-                     noise=(0.025, 0.05), gain=(0.7, 1.3), contrast=(0.6, 0.95), jpeg=(25, 70)),
+    "ic15": Severity(scale=(0.25, 0.4), blur=(1.2, 2.2), shift=0.0, zoom=0.0, rotate=0.0,
+                     noise=(0.02, 0.045), gain=(0.75, 1.25), contrast=(0.75, 1.0), jpeg=(25, 70)),
 }
 
 
