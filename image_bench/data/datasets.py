@@ -138,52 +138,70 @@ def _real_hash(path: Path) -> str:
 
 
 def _decode_range(args) -> list[str]:
-    """Worker: decode records [start, stop) of one LMDB into the shared tensors."""
-    path, start, stop = args
-    lr_out, hr_out = _SHARED["lr"], _SHARED["hr"]
+    """Worker: decode records [start, stop) of one LMDB into the scratch arrays (or in memory)."""
+    path, start, stop, lr_file, hr_file, n = args
+    if lr_file is None:
+        lr_out, hr_out = _LOCAL["lr"], _LOCAL["hr"]
+    else:
+        lr_out = np.memmap(lr_file, np.uint8, "r+", shape=(n, 3, 16, 64))
+        hr_out = np.memmap(hr_file, np.uint8, "r+", shape=(n, 3, 32, 128)) if hr_file else None
     labels = []
     with TextZoomLMDB(path) as db:
         for rec in db.records(start + 1, stop + 1):
             lr, hr, label = db.decode(rec)
-            lr_out[rec.index - 1] = torch.from_numpy(lr).permute(2, 0, 1)
+            lr_out[rec.index - 1] = lr.transpose(2, 0, 1)
             if hr_out is not None:
-                hr_out[rec.index - 1] = torch.from_numpy(hr).permute(2, 0, 1)
+                hr_out[rec.index - 1] = hr.transpose(2, 0, 1)
             labels.append(label)
+    if lr_file is not None:
+        lr_out.flush()
+        if hr_out is not None:
+            hr_out.flush()
     return labels
 
 
-_SHARED: dict = {}
+_LOCAL: dict = {}
 
 
-def decode_lmdb(path: Path, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                    list[str]]:
-    """Decode every record of one LMDB (in parallel for large ones) to uint8 NCHW tensors."""
+def decode_lmdb(path: Path, workers: int | None = None, scratch: Path | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    """Decode every record of one LMDB to uint8 NCHW tensors; large ones in parallel.
+
+    Parallel workers write into memory-mapped scratch files on disk (not /dev/shm, which is
+    small in many containers), so no pixels travel through pipes.
+    """
     with TextZoomLMDB(path) as db:
         n, has_hr = len(db), db.has_hr
-    lr = torch.empty((n, 3, 16, 64), dtype=torch.uint8)
-    hr = torch.empty((n, 3, 32, 128), dtype=torch.uint8) if has_hr else None
     workers = min(workers or os.cpu_count() or 1, max(1, n // 2000))
-    if workers > 1:
-        # forked workers write straight into shared memory: no copy of the pixels through pipes
-        lr.share_memory_()
-        if hr is not None:
-            hr.share_memory_()
-    _SHARED.update(lr=lr, hr=hr)
+    step = max(1, -(-n // (workers * 4)))
+    if workers == 1:
+        lr = np.empty((n, 3, 16, 64), np.uint8)
+        hr = np.empty((n, 3, 32, 128), np.uint8) if has_hr else None
+        _LOCAL.update(lr=lr, hr=hr)
+        try:
+            labels = _decode_range((str(path), 0, n, None, None, n))
+        finally:
+            _LOCAL.clear()
+        return torch.from_numpy(lr), None if hr is None else torch.from_numpy(hr), labels
+    scratch = Path(scratch or path)
+    lr_file = scratch / f".decode-{os.getpid()}-lr.u8"
+    hr_file = scratch / f".decode-{os.getpid()}-hr.u8" if has_hr else None
     try:
-        step = -(-n // (workers * 4)) if n else 1
-        jobs = [(str(path), s, min(s + step, n)) for s in range(0, n, step)]
-        if workers > 1:
-            with mp.get_context("fork").Pool(workers) as pool:
-                parts = pool.map(_decode_range, jobs)
-        else:
-            parts = [_decode_range(job) for job in jobs]
+        np.memmap(lr_file, np.uint8, "w+", shape=(n, 3, 16, 64)).flush()
+        if hr_file:
+            np.memmap(hr_file, np.uint8, "w+", shape=(n, 3, 32, 128)).flush()
+        jobs = [(str(path), s, min(s + step, n), str(lr_file), hr_file and str(hr_file), n)
+                for s in range(0, n, step)]
+        with mp.get_context("fork").Pool(workers) as pool:
+            parts = pool.map(_decode_range, jobs)
+        lr = torch.from_numpy(np.fromfile(lr_file, np.uint8).reshape(n, 3, 16, 64))
+        hr = (torch.from_numpy(np.fromfile(hr_file, np.uint8).reshape(n, 3, 32, 128))
+              if hr_file else None)
     finally:
-        _SHARED.clear()
-    labels = [label for part in parts for label in part]
-    if workers > 1:  # detach from the shared segments
-        lr = lr.clone()
-        hr = hr.clone() if hr is not None else None
-    return lr, hr, labels
+        for f in (lr_file, hr_file):
+            if f is not None:
+                Path(f).unlink(missing_ok=True)
+    return lr, hr, [label for part in parts for label in part]
 
 
 def load_lmdb(path: Path, digest: str, cache_dir: Path) -> tuple[torch.Tensor, torch.Tensor | None,
@@ -198,7 +216,7 @@ def load_lmdb(path: Path, digest: str, cache_dir: Path) -> tuple[torch.Tensor, t
         if cache.is_file():  # another process finished while we waited
             blob = torch.load(cache, mmap=True, weights_only=True)
             return blob["lr"], blob["hr"], list(blob["labels"])
-        lr, hr, labels = decode_lmdb(path)
+        lr, hr, labels = decode_lmdb(path, scratch=cache_dir)
         tmp = cache.with_suffix(f".tmp-{os.getpid()}")
         torch.save({"format": CACHE_FORMAT, "hash": digest, "lr": lr, "hr": hr,
                     "labels": labels}, tmp)
