@@ -214,7 +214,7 @@ def figure4(runner, out_dir: Path, n_cases: int = 2) -> list[Path]:
                         fontsize=9, ha="center", va="top", transform=ax.transAxes)
             if r == 0:
                 ax.set_title(heads[c], fontsize=10)
-    fig.subplots_adjust(hspace=0.7, wspace=0.08)
+    fig.subplots_adjust(hspace=0.45, wspace=0.08)
     cases = ", ".join(f"{where[i][0]}#{where[i][1]}" for i in picked)
     caption = (f"Figure 4 (image-bench, profile {runner.profile.name}): IMAGE-2 (S+L) intermediate "
                f"SR images I_i and recognitions p_i (the last column pair is the final output). "

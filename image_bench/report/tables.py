@@ -67,8 +67,8 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
         if col.better is None:
             continue
         vals = [cells[col.name].mean for _, cells in built if cells[col.name].mean is not None]
-        if len(vals) < 2:
-            continue
+        if len(vals) < 2 or len({round(v, col.digits) for v in vals}) == 1:
+            continue  # nothing to single out when every row ties
         best = max(vals) if col.better == "max" else min(vals)
         for _, cells in built:
             if cells[col.name].mean is not None and round(cells[col.name].mean, col.digits) == \
@@ -106,7 +106,7 @@ def _num(x: float | None, digits: int) -> str:
 
 def caption(table: BuiltTable) -> str:
     m = table.meta
-    data = "; ".join(f"{k}: {v}" for k, v in sorted(m["data"].items())) or "no records yet"
+    data = "; ".join(f"{k}: {v}" for k, v in sorted(m["data"].items())) or "--"
     seeds = f"{len(table.seeds)} seed{'s' if len(table.seeds) > 1 else ''}" + (
         " (mean $\\pm$ std)" if len(table.seeds) > 1 else "")
     return (f"{table.spec.caption} Reproduced by image-bench; the paper's value in parentheses. "
