@@ -479,7 +479,7 @@ def srb_part(device, smoke: bool) -> list[dict]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--only", default="check,sweep,bench,srb")
+    parser.add_argument("--only", default="check,sweep,bench,srb,api")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     parts = set(args.only.split(","))
@@ -511,6 +511,11 @@ def main() -> int:
             bench_gru(device, args.smoke, best)
         if "srb" in parts:
             srb_part(device, args.smoke)
+        if "api" in parts and not args.smoke:  # the helper that `image-bench bench` calls
+            from image_bench.kernels.gru_bench import bench_srb_grus
+
+            for row in bench_srb_grus():
+                log(f"gru_bench.bench_srb_grus: {row}")
     finally:
         log(f"total {time.time() - start:.0f} s")
         (OUT / "log.txt").write_text("\n".join(LOG_LINES) + "\n")

@@ -175,3 +175,11 @@ def test_triton_kernels_in_the_interpreter():
         pairs = zip(_grads(out, x32, gru32, grad_out.float()), _grads(ref, x, gru, grad_out))
         for a, b in pairs:
             assert _rel(a, b) < 1e-5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_gru_bench_needs_cuda():
+    from image_bench.kernels.gru_bench import bench_bigru
+
+    with pytest.raises(RuntimeError, match="CUDA"):
+        bench_bigru(8, 4)
