@@ -6,6 +6,7 @@ from torch import nn
 
 from image_bench.engine.bench import bench_model, format_rows, time_call
 from image_bench.engine.cli import make_config
+from image_bench.experiments.profiles import get_profile
 from image_bench.models.base import ModelOutput, register
 from image_bench.models.recognizer import Recognizer
 
@@ -43,9 +44,10 @@ def test_time_call_counts_runs():
 
 def test_make_config_stage_and_overrides():
     c = make_config("test-engine-bench", "synth", "smoke", ("steps=5", "lr_fraction=0.5"), 1)
-    assert (c.steps, c.batch_size, c.seed) == (5, 16, 1)
+    assert (c.steps, c.batch_size, c.seed) == (5, get_profile("smoke").pretrain_batch, 1)
     assert c.model_kwargs == {"lr_fraction": 0.5}
     c = make_config("test-engine-bench", "textzoom", "quick", (), 0)
-    assert (c.steps, c.batch_size) == (1000, 64)
+    quick = get_profile("quick")
+    assert (c.steps, c.batch_size) == (quick.finetune_steps, quick.finetune_batch)
     with pytest.raises(Exception, match="key=value"):
         make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)

@@ -110,7 +110,8 @@ def _stats(times: list[float], batch: int) -> dict:
             "p10_ms": ordered[len(times) // 10], "p90_ms": ordered[(9 * len(times)) // 10]}
 
 
-def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup) -> dict:
+def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
+               compile: bool = True) -> dict:
     modules = [m for m in (model, recognizer) if m is not None]
     for m in modules:
         m.eval()
@@ -138,12 +139,13 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup)
             for m in modules:
                 m.to(memory_format=torch.contiguous_format)
         levers["channels_last"] = {"used": channels_last, "trial_ms": {"off": plain, "on": cl}}
-    if optimized:
+    if optimized and compile:
         try:
+            t = time.perf_counter()
             compiled = torch.compile(base, dynamic=False)  # one graph per batch size
             compiled(model.example_input(1).to(device))  # compile now, fail here if it must
             run = compiled
-            levers["compile"] = {"used": True}
+            levers["compile"] = {"used": True, "first_call_s": time.perf_counter() - t}
         except Exception as exc:  # noqa: BLE001 - record and go on without compilation
             levers["compile"] = {"used": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
             torch._dynamo.reset()
@@ -186,7 +188,7 @@ def synthetic_batch(model: BenchModel, batch: int, device: torch.device, seed: i
 
 
 def training_speed(name: str, device: torch.device, mode: str, batch: int, steps: int,
-                   warmup: int, model_kwargs: dict | None = None) -> dict:
+                   warmup: int, model_kwargs: dict | None = None, compile: bool = True) -> dict:
     """Samples/s of full training steps (forward, loss, backward, clip, AdamW) on random data."""
     torch.manual_seed(0)
     model = build_bench_model(name, model_kwargs, device).train()
@@ -196,7 +198,7 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
     optimizer, scheduler = make_optimizer(model, settings, device if optimized else
                                           torch.device("cpu"))
     levers = {"fused_adamw": optimized and device.type == "cuda"}
-    if optimized:
+    if optimized and compile:
         try:
             model.compile()
             levers["compile"] = True
@@ -206,9 +208,11 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
     stepper = Stepper(StepModule(model), optimizer, scheduler, grad_clip=settings["grad_clip"],
                       device=device, amp=amp)
     data = synthetic_batch(model, batch, device)
-    for _ in range(warmup):
+    t = time.perf_counter()
+    for _ in range(warmup):  # compilation, if any, happens here
         stepper(data)
     _sync(device)
+    levers["warmup_s"] = time.perf_counter() - t
     t = time.perf_counter()
     for _ in range(steps):
         last = stepper(data)
@@ -250,12 +254,14 @@ def bench_model(name: str, *, device: str | None = None, model_kwargs: dict | No
                 recognizer: str | None = "crnn", modes: tuple[str, ...] = ("eager", "optimized"),
                 batch_sizes: tuple[int, ...] = (1, 256), iters: int | None = None,
                 warmup: int | None = None, train: bool = True, train_batch: int = 256,
-                train_steps: int | None = None, kernels: bool = False) -> dict:
+                train_steps: int | None = None, kernels: bool = False,
+                compile: bool = True) -> dict:
     """Latency (batch 1), throughput (batch 256) and training samples/s of one model.
 
     ``recognizer`` reads the SR output of STISR models (CRNN in Table 2). Returns a dict with
     the environment (GPU name, torch version), one entry per mode, and ``figures`` = 'GPU' or
-    'CPU'.
+    'CPU'. ``compile=False`` leaves torch.compile out of the optimized mode (bf16, channels_last
+    and CUDA graphs stay): compiling the large models takes minutes.
     """
     dev = torch.device(device) if device else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
@@ -285,14 +291,15 @@ def bench_model(name: str, *, device: str | None = None, model_kwargs: dict | No
         entry: dict = {}
         if model.kind != "aux":
             try:
-                entry["inference"] = _inference(model, rec, dev, mode, batch_sizes, iters, warmup)
+                entry["inference"] = _inference(model, rec, dev, mode, batch_sizes, iters, warmup,
+                                                compile)
             except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the other
                 entry["inference"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         if train:
             steps = train_steps or (20 if on_gpu else 2)
             try:
                 entry["training"] = training_speed(name, dev, mode, train_batch, steps,
-                                                   3 if on_gpu else 1, model_kwargs)
+                                                   3 if on_gpu else 1, model_kwargs, compile)
             except Exception as exc:  # noqa: BLE001
                 entry["training"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         out["modes"][mode] = entry

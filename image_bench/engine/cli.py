@@ -193,8 +193,10 @@ def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint
 @click.option("--no-train", is_flag=True, help="Skip training samples/s.")
 @click.option("--kernels", is_flag=True, help="Top-10 GPU kernels of an optimized train step.")
 @click.option("--mode", "modes", multiple=True, default=("eager", "optimized"), show_default=True)
+@click.option("--no-compile", is_flag=True, help="Optimized mode without torch.compile (slow to "
+              "compile for the large models); bf16, channels_last and CUDA graphs stay.")
 def bench(models, json_path, device, recognizer, iters, throughput_batch, train_batch, no_train,
-          kernels, modes):
+          kernels, modes, no_compile):
     """Latency (batch 1), throughput and training speed of MODELS, eager and optimized."""
     from rich.console import Console
     from rich.table import Table
@@ -206,7 +208,8 @@ def bench(models, json_path, device, recognizer, iters, throughput_batch, train_
         click.echo(f"benchmarking {name} ...", err=True)
         results.append(bench_model(name, device=device, recognizer=recognizer, iters=iters,
                                    batch_sizes=(1, throughput_batch), train=not no_train,
-                                   train_batch=train_batch, kernels=kernels, modes=tuple(modes)))
+                                   train_batch=train_batch, kernels=kernels, modes=tuple(modes),
+                                   compile=not no_compile))
     first = results[0]
     table = Table(title=f"{first['device']}, torch {first['torch']} ({first['figures']})")
     for col in ("method", "mode", "batch 1: ms/image", f"batch {throughput_batch}: images/s",
