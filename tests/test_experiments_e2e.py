@@ -8,6 +8,7 @@ CPU make it the slowest test of the suite (a few minutes on 2 busy cores): marke
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import types
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ def test_run_table1_smoke_every_row_has_real_numbers(tmp_path, monkeypatch):
             assert value >= 0, (row["method"], col)
         assert float(row["flops"]) > 0.01 and float(row["params"]) > 0.1
         if row["method"].startswith(("TG", "TPGSR", "C3", "IMAGE")):
-            assert float(row["psnr"]) > 0 and float(row["ssim"]) > 0, row["method"]
+            # untrained models on random pixels: SSIM may be negative, but it is a number
+            assert math.isfinite(float(row["psnr"])) and math.isfinite(float(row["ssim"]))
     # Table 1's paper columns travel with it; a second run trains nothing new.
     assert rows[-1]["average_paper"] == "70.3"
     records = sorted(p.name for p in (results / "store").glob("*.json"))
