@@ -180,7 +180,8 @@ class BCN(BenchModel):
         survive the CTC collapse (labels longer than T/2 lose that blank; the loss still holds
         the clean label)."""
         t = self.max_length
-        lengths = lengths.clamp(min=1, max=min(t, targets.shape[1]))
+        lengths = lengths.to(targets.device, non_blocking=True).clamp(min=1,
+                                                                      max=min(t, targets.shape[1]))
         frame = torch.arange(t, device=targets.device)
         slot = (frame[None, :] * lengths[:, None]) // t  # (B, T) character index per frame
         chars = targets.gather(1, slot)

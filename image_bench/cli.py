@@ -9,12 +9,14 @@ import click
 
 # name -> (module, attribute, one-line help shown by `image-bench --help`)
 COMMANDS = {
-    "data": ("image_bench.data.cli", "data", "Make, import, check and show TextZoom-format data sets."),
+    "data": ("image_bench.data.cli", "data",
+             "Make, import, check and show TextZoom-format data sets."),
     "train": ("image_bench.engine.cli", "train", "Train one model on one data set (resumable)."),
     "eval": ("image_bench.engine.cli", "evaluate", "Evaluate a trained run on a data set."),
     "bench": ("image_bench.engine.cli", "bench", "Latency and throughput, eager and optimized."),
     "cost": ("image_bench.metrics.cost", "cost", "Parameters and FLOPs (MACs) of a model."),
-    "run": ("image_bench.experiments.cli", "run", "Regenerate the paper's tables from the run store."),
+    "run": ("image_bench.experiments.cli", "run",
+            "Regenerate the paper's tables from the run store."),
     "ablate": ("image_bench.experiments.cli", "ablate", "IMAGE ablations against full IMAGE-2."),
     "report": ("image_bench.report.cli", "report", "Write tables as LaTeX, Markdown and CSV."),
     "figure": ("image_bench.report.cli", "figure", "Draw Figures 3 and 4 from trained runs."),

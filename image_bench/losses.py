@@ -14,10 +14,13 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor)
     Computed in float32 (CTC's log-space recursions are not safe in bf16); averaged over the batch
     after dividing each sample by its target length (PyTorch's 'mean' reduction). Infinite
     losses (a target longer than the frames can spell) are zeroed rather than poisoning the batch.
+
+    The lengths are kept on the host: ``F.ctc_loss`` reads them there, and lengths on the GPU
+    cost one device-to-host sync per call (five per IMAGE-2 step, which stalled the whole step).
     """
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, C)
-    frames = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long, device=logits.device)
-    return F.ctc_loss(log_probs, targets, frames, lengths, blank=charset.BLANK,
+    frames = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long)
+    return F.ctc_loss(log_probs, targets, frames, lengths.cpu(), blank=charset.BLANK,
                       reduction="mean", zero_infinity=True)
 
 

@@ -68,7 +68,7 @@ class ResidentSet:
                 return t.to(device)
             return t.pin_memory() if device.type == "cuda" else t
 
-        return cls(place(ts.lr), place(ts.hr), place(targets), place(lengths), list(ts.labels),
+        return cls(place(ts.lr), place(ts.hr), place(targets), lengths, list(ts.labels),
                    device, on_device)
 
     def batch(self, index: torch.Tensor) -> dict:
@@ -89,8 +89,9 @@ class ResidentSet:
                 t = t.to(self.device, non_blocking=True)
             return t.float().div_(255.0) if image else t
 
+        # target lengths stay on the host, where CTC reads them (see losses.ctc_loss)
         out = {"lr": take(self.lr, True), "targets": take(self.targets, False),
-               "target_lengths": take(self.target_lengths, False), "labels": labels}
+               "target_lengths": self.target_lengths.index_select(0, index), "labels": labels}
         if self.hr is not None:
             out["hr"] = take(self.hr, True)
         return out

@@ -36,6 +36,7 @@ from image_bench.engine.checkpoint import (
 )
 from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
+from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.profiles import get_profile
@@ -86,6 +87,7 @@ def _device(device: str | None, d: _Dist) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", d.local_rank)
         torch.cuda.set_device(device)
+        configure_cuda()
     return device
 
 
@@ -379,7 +381,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         _set_rng_state(resume["rng"], device)
         events.append({"event": "resume", "step": start})
     if compile:
-        model.compile()
+        compiled_regions = compile_regions(model)
     step_module: torch.nn.Module = StepModule(model)
     if d.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(
@@ -390,7 +392,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
 
     if d.main:
         env = environment(device)
-        env.update(world_size=d.world, data_on_device=train_rs.on_device, compile=compile,
+        env.update(world_size=d.world, data_on_device=train_rs.on_device,
+                   compiled_regions=len(compiled_regions) if compile else 0,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)

@@ -1,0 +1,74 @@
+"""Profile training steps of registered models on random data: samples/s and the top CUDA kernels.
+
+    PYTHONPATH=. python3 scripts/profile_step.py image-1 image-2 --batch 256 [--top 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from image_bench import charset
+from image_bench.engine.optimize import compile_regions, configure_cuda
+from image_bench.models.base import build
+
+
+def random_batch(batch: int, device: str) -> dict:
+    labels = ["street", "2018", "language", "milk"] * (batch // 4 + 1)
+    targets, lengths = charset.encode(labels[:batch])
+    return {"lr": torch.rand(batch, 3, 16, 64, device=device),
+            "hr": torch.rand(batch, 3, 32, 128, device=device),
+            "targets": targets.to(device), "target_lengths": lengths,
+            "labels": labels[:batch]}
+
+
+def step(model, opt, batch):
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, terms = model.training_step(batch)
+    loss = sum(terms.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--top", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="regional torch.compile")
+    args = parser.parse_args()
+    configure_cuda()
+    for name in args.models:
+        model = build(name).cuda().train()
+        if args.compile:
+            t0 = time.perf_counter()
+            regions = compile_regions(model)
+            step(model, torch.optim.AdamW(model.parameters()), random_batch(args.batch, "cuda"))
+            print(f"compiled {len(regions)} regions in {time.perf_counter() - t0:.1f} s")
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], fused=True)
+        batch = random_batch(args.batch, "cuda")
+        for _ in range(3):
+            step(model, opt, batch)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step(model, opt, batch)
+        torch.cuda.synchronize()
+        rate = args.steps * args.batch / (time.perf_counter() - t0)
+        mode = "regional compile" if args.compile else "eager"
+        print(f"== {name}: {rate:,.0f} samples/s at batch {args.batch} (bf16 autocast, {mode})")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(2):
+                step(model, opt, batch)
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
+                                        max_name_column_width=70))
+        del model, opt
+
+
+if __name__ == "__main__":
+    main()
