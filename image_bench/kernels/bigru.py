@@ -211,16 +211,28 @@ def recurrent_param_grads(dgi, dghn, hs):
     return torch.stack(d_w_hh), d_b_ih, torch.stack(d_b_hh)
 
 
+PARAM_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+               "weight_ih_l0_reverse", "weight_hh_l0_reverse", "bias_ih_l0_reverse",
+               "bias_hh_l0_reverse")  # nn.GRU's own parameter order
+
+
 def make_bigru_function(recurrence: Recurrence) -> type[torch.autograd.Function]:
     """An autograd Function running the split BiGRU with ``recurrence`` for the sequential part.
 
-    Inputs: x (N, T, I) already in the compute dtype; the packed parameters (any float dtype,
-    float32 for a trained model). Output: (N, T, 2H) in x's dtype.
+    Inputs: x (N, T, I) already in the compute dtype, then the eight nn.GRU parameters in
+    ``PARAM_NAMES`` order (any float dtype, float32 for a trained model). Packing happens inside,
+    outside autograd's view (fewer autograd nodes per call: the eager path is host-bound).
+    Output: (N, T, 2H) in x's dtype.
     """
 
     class SplitBiGRU(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, w_ih, b_ih, w_hh, b_hh):
+        def forward(ctx, x, *params):
+            w_ih_f, w_hh_f, b_ih_f, b_hh_f, w_ih_r, w_hh_r, b_ih_r, b_hh_r = params
+            w_ih = torch.cat([w_ih_f, w_ih_r])
+            b_ih = torch.cat([b_ih_f, b_ih_r])
+            w_hh = torch.stack([w_hh_f, w_hh_r])
+            b_hh = torch.stack([b_hh_f, b_hh_r])
             compute = x.dtype
             n_seq, steps, _ = x.shape
             needs_grad = any(ctx.needs_input_grad)
@@ -229,6 +241,7 @@ def make_bigru_function(recurrence: Recurrence) -> type[torch.autograd.Function]
             out, hs = recurrence.forward(gi, b_ih, w_hh, b_hh, compute, needs_grad)
             if needs_grad:
                 ctx.save_for_backward(x, w_ih, b_ih, w_hh, b_hh, gi, out if hs is None else hs)
+                ctx.param_dtypes = [p.dtype for p in params]
             return out
 
         @staticmethod
@@ -238,14 +251,16 @@ def make_bigru_function(recurrence: Recurrence) -> type[torch.autograd.Function]
             dgi, d_w_hh, d_b_ih, d_b_hh = recurrence.backward(
                 grad_out.contiguous(), gi, hs, b_ih, w_hh, b_hh, compute)
             n_seq, steps, six_h = dgi.shape
+            three_h = six_h // 2
             dgi2 = dgi.reshape(n_seq * steps, six_h)
             dx = None
             if ctx.needs_input_grad[0]:
                 dx = (dgi2 @ w_ih.to(compute)).view_as(x)
             # cuBLAS accumulates in float32 over all N*T rows; only the result is rounded.
             d_w_ih = dgi2.t() @ x.reshape(n_seq * steps, -1)
-            return (dx, d_w_ih.to(w_ih.dtype), d_b_ih.to(b_ih.dtype), d_w_hh.to(w_hh.dtype),
-                    d_b_hh.to(b_hh.dtype))
+            grads = (d_w_ih[:three_h], d_w_hh[0], d_b_ih[:three_h], d_b_hh[0],
+                     d_w_ih[three_h:], d_w_hh[1], d_b_ih[three_h:], d_b_hh[1])
+            return (dx, *(g.to(dtype) for g, dtype in zip(grads, ctx.param_dtypes)))
 
     SplitBiGRU.__name__ = SplitBiGRU.__qualname__ = "SplitBiGRU"
     return SplitBiGRU
@@ -272,10 +287,10 @@ def split_bigru(gru: nn.GRU, x: torch.Tensor,
         raise ValueError(f"expected input (N, T, {gru.input_size}), got {tuple(x.shape)}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"empty input {tuple(x.shape)}")
-    packed = pack_params(gru)
+    check_bigru(gru)
     compute = compute_dtype_for(x)
     with torch.autocast(x.device.type, enabled=False):
-        return function.apply(x.to(compute), *packed)
+        return function.apply(x.to(compute), *(getattr(gru, name) for name in PARAM_NAMES))
 
 
 def reference_bigru(packed: PackedBiGRU, x: torch.Tensor) -> torch.Tensor:
