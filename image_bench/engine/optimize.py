@@ -27,6 +27,9 @@ def region_types() -> tuple[type[nn.Module], ...]:
 def compile_regions(model: nn.Module) -> list[str]:
     """torch.compile every repeated block of ``model`` in place; returns their names."""
     types = region_types()
+    # SVTR's local and global mixers differ only in their mask buffer, so each shape/mask
+    # combination compiles once; the default limit of 8 would send later blocks back to eager.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     compiled: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(c + ".") for c in compiled):
