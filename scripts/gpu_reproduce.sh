@@ -12,6 +12,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
     --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 export IMAGE_BENCH_CACHE=$PWD/.cache/image-bench IMAGE_BENCH_RUNS=$PWD/runs
+mkdir -p runs
 start=$(date +%s)
 timeout "$seconds" python3 -m image_bench.cli run all --profile "$profile" --device cuda \
     --results results --quiet 2>&1 | grep -v -i "warn" | tee -a runs/driver.log
