@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -10,27 +12,39 @@ from pathlib import Path
 import torch
 
 _PACKAGES = ("numpy", "lmdb", "fvcore", "scikit-image", "triton", "image-bench")
+REPO = Path(__file__).resolve().parents[2]
 
 
-def git_commit(cwd: Path | None = None) -> str | None:
-    cwd = cwd or Path(__file__).resolve().parents[2]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict:
+    """The commit of the code that runs, and whether the tree had uncommitted changes.
+
+    A copy without ``.git`` (the GPU machine receives a bare working tree) takes the commit from
+    ``IMAGE_BENCH_COMMIT``, which scripts/gpu_reproduce.sh sets from the caller's checkout."""
+
+    def git(*args):
+        try:
+            out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        given = os.environ.get("IMAGE_BENCH_COMMIT")
+        return {"commit": given or "unknown", "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
-def device_name(device: torch.device | str) -> str:
+def device_name(device: torch.device | str | None = None) -> str:
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"CPU ({platform.processor() or platform.machine()})"
 
 
 def environment(device: torch.device | str = "cpu") -> dict:
@@ -51,6 +65,6 @@ def environment(device: torch.device | str = "cpu") -> dict:
         "device_type": device.type,
         "gpu_count": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "platform": platform.platform(),
-        "commit": git_commit(),
+        **git_state(),
     }
     return info
