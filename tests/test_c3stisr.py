@@ -13,8 +13,8 @@ from image_bench import charset
 from image_bench.models.base import ModelOutput
 from image_bench.models.clues import DeformableDepthwiseConv, GlyphRenderer
 from image_bench.models.recognizer import Recognizer
-
-torch.set_num_threads(1)  # two shared cores: avoid thread oversubscription
+from tests.helpers import make_batch as shared_batch
+from tests.helpers import train_losses, without_gradient
 
 FRAMES = 16
 
@@ -42,12 +42,8 @@ def tiny_c3(stn: bool = False) -> C3STISR:
 
 
 def make_batch(n: int, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    hr = F.avg_pool2d(torch.rand(n, 3, 64, 256, generator=g), 2)
-    lr = F.interpolate(hr, size=(16, 64), mode="bicubic", align_corners=False).clamp(0, 1)
-    labels = ["triple", "clues", "glyph", "cloze", "gated", "fusion", "text", "zoom"][:n]
-    targets, lengths = charset.encode(labels)
-    return {"lr": lr, "hr": hr, "targets": targets, "target_lengths": lengths, "labels": labels}
+    return shared_batch(n, seed, ["triple", "clues", "glyph", "cloze", "gated", "fusion", "text",
+                                  "zoom"])
 
 
 def spell(words: list[str], frames: int = FRAMES) -> torch.Tensor:
@@ -102,14 +98,8 @@ def test_gradient_reaches_every_trainable_parameter():
     batch = make_batch(2)
     # One update first: the STN's last layer starts at zero weights, which blocks the gradient
     # to the layers before it until it has moved.
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    for _ in range(2):
-        opt.zero_grad()
-        _, losses = model.training_step(batch)
-        sum(losses.values()).backward()
-        opt.step()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    train_losses(model, batch, 2, torch.optim.SGD(model.parameters(), lr=1e-3))
+    missing = without_gradient(model)
     assert not missing, missing
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
 
@@ -120,15 +110,7 @@ def test_loss_falls_on_an_8_image_overfit():
     batch = make_batch(8)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3,
                            betas=(0.5, 0.999))
-    totals = []
-    for _ in range(6):
-        _, losses = model.training_step(batch)
-        total = sum(losses.values())
-        opt.zero_grad()
-        total.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        opt.step()
-        totals.append(total.item())
+    totals = train_losses(model, batch, 6, opt, grad_clip=0.25)
     assert min(totals[-3:]) < 0.6 * totals[0], totals
 
 

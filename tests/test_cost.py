@@ -16,15 +16,6 @@ from image_bench.metrics.cost import cost, count_cost, count_params, fvcore_anal
 from image_bench.models.base import BenchModel, ModelOutput
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machines share two cores among many jobs: a second intra-op thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def fvcore_total(module: nn.Module, x: torch.Tensor) -> int:
     with torch.no_grad():
         analysis = fvcore_analysis(module.eval(), x)

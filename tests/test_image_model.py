@@ -8,41 +8,18 @@ threads spin against each other and slow these small ops twenty-fold.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from image_bench import charset
 from image_bench.losses import ctc_loss, tsrn_image_loss
 from image_bench.models.base import ModelOutput
 from image_bench.models.image import IMAGE, IMAGE1, IMAGE2, IMAGE3
+from tests.helpers import make_batch, train_losses
 
 TINY = dict(channels=8, dim=16, heads=2, mlp_ratio=2.0, vit_depth=1, fuser_depth=1,
             clue_vit_depth=1, projector_widths=(16, 8, 8))
 SHALLOW = dict(vit_depth=1, fuser_depth=1, clue_vit_depth=1)  # real widths, one block per stack
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_batch(n: int, seed: int = 0) -> dict:
-    """Smooth HR images, LR = their 2x area downsampling, random words of 3-6 symbols."""
-    g = torch.Generator().manual_seed(seed)
-    hr = F.interpolate(torch.rand(n, 3, 8, 32, generator=g), size=(32, 128), mode="bilinear",
-                       align_corners=False)
-    lr = F.interpolate(hr, size=(16, 64), mode="area")
-    rng = random.Random(seed)
-    labels = ["".join(rng.choice(charset.ALPHABET) for _ in range(rng.randint(3, 6)))
-              for _ in range(n)]
-    targets, lengths = charset.encode(labels)
-    return {"lr": lr, "hr": hr, "targets": targets, "target_lengths": lengths, "labels": labels}
 
 
 def names_under(model, prefixes) -> set[str]:
@@ -231,14 +208,5 @@ def test_loss_falls_when_overfitting_eight_images():
     # No STN here: its convolutions are most of a tiny model's step; the gradient tests cover it.
     model = IMAGE(1, stn=False, **TINY).train()
     batch = make_batch(8, seed=1)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(50):
-        _, terms = model.training_step(batch)
-        loss = sum(terms.values())
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        losses.append(loss.item())
-    assert all(torch.isfinite(torch.tensor(losses)))
+    losses = train_losses(model, batch, 50, torch.optim.AdamW(model.parameters(), lr=3e-3))
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses

@@ -9,17 +9,10 @@ from baselines.crnn import CRNN
 from baselines.svtr import SVTR, local_window_mask
 from image_bench import charset
 from image_bench.metrics.cost import count_cost
+from tests.helpers import make_batch as shared_batch
+from tests.helpers import train_losses
 
 WORDS = ["cat", "road", "42", "hello", "sign", "open", "bus7", "exit"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machines share two cores among many jobs: a second intra-op thread only spins."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +22,7 @@ def svtr_b() -> SVTR:
 
 
 def make_batch(n: int = 8) -> dict:
-    torch.manual_seed(0)
-    targets, lengths = charset.encode(WORDS[:n])
-    return {"hr": torch.rand(n, 3, 32, 128), "lr": torch.rand(n, 3, 16, 64),
-            "targets": targets, "target_lengths": lengths, "labels": WORDS[:n]}
+    return shared_batch(n, 0, WORDS)
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -97,16 +87,7 @@ def test_ctc_loss_falls_on_overfit(build):
     torch.manual_seed(0)
     model = build().train()
     batch = make_batch(8)
-    optim = torch.optim.Adam(model.parameters(), lr=3e-3)
-    history = []
-    for _ in range(30):
-        _, losses = model.training_step(batch)
-        loss = sum(losses.values())
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        history.append(loss.item())
-    assert all(torch.isfinite(torch.tensor(history)))
+    history = train_losses(model, batch, 30, torch.optim.Adam(model.parameters(), lr=3e-3))
     assert sum(history[-3:]) / 3 < 0.5 * sum(history[:3]) / 3
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from baselines.tg import (
     IGNORE,
@@ -17,19 +16,14 @@ from baselines.tg import (
 )
 from image_bench import charset
 from image_bench.models import base
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two CPU cores shared by many test runs: one intra-op thread avoids the oversubscription
-    that made these tests ~30x slower (measured: 2 s vs 60 s for one TG step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.helpers import make_batch as shared_batch
+from tests.helpers import train_losses
 
 LABELS = ["hello", "world", "42", "Text", "zoom", "gestalt", "stroke", "b9"]
+
+
+def make_batch(n: int = 8, seed: int = 0) -> dict:
+    return shared_batch(n, seed, LABELS)
 
 
 def tiny_stroke(seed: int = 0) -> StrokeTransformer:
@@ -37,15 +31,7 @@ def tiny_stroke(seed: int = 0) -> StrokeTransformer:
     return StrokeTransformer(width=4, heads=4, blocks=(1, 1, 1, 1))
 
 
-def make_batch(n: int = 8, seed: int = 0) -> dict:
-    """Smooth random HR images (structure at 8x32, upsampled), LR by bicubic downsampling."""
-    g = torch.Generator().manual_seed(seed)
-    hr = F.interpolate(torch.rand(n, 3, 8, 32, generator=g), size=(32, 128), mode="bilinear",
-                       align_corners=False)
-    lr = F.interpolate(hr, size=(16, 64), mode="bicubic", align_corners=False).clamp(0, 1)
-    labels = [LABELS[i % len(LABELS)] for i in range(n)]
-    targets, lengths = charset.encode(labels)
-    return {"lr": lr, "hr": hr, "labels": labels, "targets": targets, "target_lengths": lengths}
+
 
 
 def tg_with_stroke(seed: int = 0, **kwargs) -> TG:
@@ -111,16 +97,10 @@ def test_stroke_recognizer_shapes_teacher_forced_and_greedy():
 def test_stroke_recognizer_training_step_overfits():
     model = tiny_stroke().train()
     batch = make_batch(8)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(15):
-        _, terms = model.training_step(batch)
-        loss = sum(terms.values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert set(terms) == {"stroke_ce"}
+    steps: list[dict] = []
+    losses = train_losses(model, batch, 15, torch.optim.Adam(model.parameters(), lr=3e-3),
+                          terms=steps)
+    assert set(steps[-1]) == {"stroke_ce"}
     # below a third: past what stroke frequencies alone give (their entropy is ~2.1 nats)
     assert losses[-1] < 0.35 * losses[0], losses
 
@@ -182,15 +162,7 @@ def test_tg_loss_falls_on_eight_image_overfit():
     batch = make_batch(8)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=2e-3, betas=(0.5, 0.999))
-    losses = []
-    for _ in range(10):
-        _, terms = model.training_step(batch)
-        loss = sum(terms.values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 0.25)
-        opt.step()
-        losses.append(loss.item())
+    losses = train_losses(model, batch, 10, opt, grad_clip=0.25)
     assert min(losses[-3:]) < 0.5 * losses[0], losses
 
 

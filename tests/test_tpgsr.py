@@ -13,9 +13,10 @@ from image_bench import charset
 from image_bench.models.base import ModelOutput
 from image_bench.models.clues import InfoGen, prior_dropout, text_prior_loss
 from image_bench.models.recognizer import Recognizer
+from tests.helpers import make_batch as shared_batch
+from tests.helpers import train_losses, without_gradient
 
 # Two shared cores: one thread avoids the oversubscription that makes small GRUs crawl.
-torch.set_num_threads(1)
 
 
 class TinyRecognizer(Recognizer):
@@ -38,12 +39,7 @@ def tiny_tpgsr(stn: bool = True) -> TPGSR:
 
 
 def make_batch(n: int, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    hr = F.avg_pool2d(torch.rand(n, 3, 64, 256, generator=g), 2)  # a little smoother than noise
-    lr = F.interpolate(hr, size=(16, 64), mode="bicubic", align_corners=False).clamp(0, 1)
-    labels = ["text", "prior", "guided", "sr", "zoom", "crnn", "tsrn", "word"][:n]
-    targets, lengths = charset.encode(labels)
-    return {"lr": lr, "hr": hr, "targets": targets, "target_lengths": lengths, "labels": labels}
+    return shared_batch(n, seed, ["text", "prior", "guided", "sr", "zoom", "crnn", "tsrn", "word"])
 
 
 def inference_params(model) -> int:
@@ -102,14 +98,8 @@ def test_gradient_reaches_every_trainable_parameter():
     batch = make_batch(2)
     # The STN's last layer starts at zero weights (identity warp), which blocks the gradient to
     # the layers before it until one update has moved it; so check after one step.
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    for _ in range(2):
-        opt.zero_grad()
-        _, losses = model.training_step(batch)
-        sum(losses.values()).backward()
-        opt.step()
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+    train_losses(model, batch, 2, torch.optim.SGD(model.parameters(), lr=1e-3))
+    missing = without_gradient(model)
     assert not missing, missing
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
     # The TP is not detached: the SR loss alone reaches the TPG.
@@ -131,15 +121,7 @@ def test_loss_falls_on_an_8_image_overfit():
     batch = make_batch(8)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-3,
                            betas=(0.5, 0.999))
-    totals = []
-    for _ in range(8):
-        _, losses = model.training_step(batch)
-        total = sum(losses.values())
-        opt.zero_grad()
-        total.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-        opt.step()
-        totals.append(total.item())
+    totals = train_losses(model, batch, 8, opt, grad_clip=0.25)
     assert min(totals[-3:]) < 0.6 * totals[0], totals
 
 
