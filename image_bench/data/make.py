@@ -33,7 +33,7 @@ from image_bench.data.render import DEFAULT_STYLE, IC15_STYLE, Renderer
 from image_bench.experiments.profiles import get_profile
 
 # Bump when the generator's output changes, so cached stand-ins are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SETS = ("synth", "textzoom", "ic15-352")
 # TextZoom's training pairs mix all three difficulties; we draw each training pair's severity
 # in proportion to the test subsets' sizes (1,619 / 1,411 / 1,343).
