@@ -116,7 +116,7 @@ def test_char_colours_mark_wrong_characters_red():
 
 @pytest.fixture
 def world(monkeypatch, tmp_path):
-    import test_experiments_run as t
+    import tests.test_experiments_run as t
 
     t.install_fakes(monkeypatch)
     import image_bench.engine.evaluate as evaluate
