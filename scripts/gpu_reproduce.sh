@@ -8,7 +8,8 @@
 # replaced by the caller's copy on every call: the first reproduction lost its evaluation
 # records that way and had to redo them.) Packs the store, the tables, the figures and each
 # run's log and loss curve into $OUT/reproduction.tar.gz; copy runs/results/store into
-# results/store here and `image-bench report all --profile PROFILE` writes the tables.
+# results/store here and `image-bench report all --profile PROFILE --results results` writes
+# the tables.
 set -uo pipefail
 profile=${1:-quick}
 seconds=${2:-540}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from image_bench.experiments.profiles import PROFILES
+from image_bench.experiments.profiles import DEFAULT_RESULTS, PROFILES
 from image_bench.experiments.tables import TABLES
 
 TABLE_CHOICES = [*TABLES, "all"]
@@ -25,7 +25,7 @@ def _common(f):
                      help="Real data sets (TextZoom layout); default: generated stand-ins.")(f)
     f = click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda if "
                      "available).")(f)
-    f = click.option("--results", default="results", show_default=True,
+    f = click.option("--results", default=DEFAULT_RESULTS, show_default=True,
                      type=click.Path(file_okay=False, path_type=Path),
                      help="Results directory: store/, tables, data index.")(f)
     f = click.option("--seeds", default=1, show_default=True, type=click.IntRange(1, 100),

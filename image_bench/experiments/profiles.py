@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Where `run`, `ablate`, `report` and `figure` keep the store and tables unless told otherwise: a
+# git-ignored folder, so a first smoke run cannot overwrite the committed GPU results in
+# results/ (publish there with --results results).
+DEFAULT_RESULTS = "runs/results"
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -33,7 +33,7 @@ from image_bench.experiments.config import RunConfig
 from image_bench.experiments.plan import Plan, stage_of
 from image_bench.experiments.profiles import Profile, get_profile
 from image_bench.experiments.provenance import provenance
-from image_bench.experiments.store import RunStore, StoreError, spec_key
+from image_bench.experiments.store import RunStore, StoreError, atomic_write_text, spec_key
 from image_bench.experiments.tables import TEST_SPLITS, Method
 from image_bench.models.base import BenchModel, ModelOutput
 
@@ -125,9 +125,7 @@ class DataIndex:
             fcntl.flock(lock, fcntl.LOCK_EX)
             index = self._read()
             index[slot] = entry
-            tmp = self.path.with_name(f".{self.path.name}.tmp.{os.getpid()}")
-            tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
 class Bicubic(BenchModel):
@@ -392,6 +390,7 @@ class Runner:
             fh.flush()
             os.fsync(fh.fileno())
         return path
+
 
 
 def _default_device() -> str:

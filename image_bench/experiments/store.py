@@ -159,13 +159,7 @@ class RunStore:
                     raise ConflictError(
                         f"record {path} exists with a different spec; refusing to overwrite it")
                 return existing
-            tmp = self.root / f".{key}.json.tmp.{os.getpid()}"
-            with open(tmp, "w") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            _fsync_dir(self.root)
+            atomic_write_text(path, blob)
         return record
 
     @contextlib.contextmanager
@@ -177,6 +171,19 @@ class RunStore:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` so that readers see the old file or the new one, never a part: a
+    temporary file private to this process (two writers never share one), fsync, rename, fsync
+    of the folder."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _canon(obj) -> str:

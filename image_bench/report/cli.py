@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from image_bench.experiments.profiles import PROFILES
+from image_bench.experiments.profiles import DEFAULT_RESULTS, PROFILES
 from image_bench.experiments.tables import TABLES
 
 
@@ -20,8 +20,9 @@ def _runner(results, profile, data_root, device):
 def _opts(f):
     f = click.option("--data-root", default=None, type=click.Path(file_okay=False),
                      help="The data root the runs used (default: stand-ins).")(f)
-    f = click.option("--results", default="results", show_default=True,
-                     type=click.Path(file_okay=False, path_type=Path))(f)
+    f = click.option("--results", default=DEFAULT_RESULTS, show_default=True,
+                     type=click.Path(file_okay=False, path_type=Path),
+                     help="Results directory holding store/ (the GPU results: results).")(f)
     f = click.option("--profile", default="smoke", show_default=True,
                      type=click.Choice(list(PROFILES)))(f)
     return f

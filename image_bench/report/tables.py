@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from image_bench.experiments.store import atomic_write_text
 from image_bench.experiments.tables import Row, TableSpec, mean_std
 
 
@@ -217,8 +218,6 @@ def write_table(table: BuiltTable, out_dir: Path) -> list[Path]:
     paths = []
     for ext, render in (("tex", to_latex), ("md", to_markdown), ("csv", to_csv)):
         path = out_dir / f"{table.spec.name}.{ext}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(render(table))
-        tmp.replace(path)
+        atomic_write_text(path, render(table))  # two `run` processes may write at once
         paths.append(path)
     return paths
