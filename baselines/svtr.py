@@ -23,7 +23,7 @@ from torch import nn
 from image_bench import charset
 from image_bench.models.base import ModelOutput, register
 from image_bench.models.recognizer import Recognizer
-from image_bench.models.vit import Attention, Mlp
+from image_bench.models.vit import Attention, Mlp, init_transformer
 
 
 def local_window_mask(height: int, width: int, window: tuple[int, int]) -> torch.Tensor:
@@ -156,14 +156,7 @@ class SVTR(Recognizer):
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_transformer(self)
 
     def forward(self, images: torch.Tensor) -> ModelOutput:
         if images.dim() != 4 or images.shape[1] != self.in_channels:

@@ -16,21 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.vit import Block, PatchEmbed
-
-
-def init_transformer(module: nn.Module) -> None:
-    """timm's ViT initialisation: truncated-normal(0.02) linear weights, zero biases, unit LN.
-    Matters for the deep stacks (16-30 blocks): PyTorch's default Kaiming-uniform linear init makes
-    the pre-norm residual stream grow with depth."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+from image_bench.models.vit import Block, PatchEmbed, init_transformer
 
 
 class TransformerStack(nn.Module):
@@ -125,4 +111,4 @@ class Projector(nn.Module):
         return F.interpolate(x, size=self.out_size, mode="bilinear", align_corners=True)
 
 
-__all__ = ["ConvDecoder", "Projector", "TransformerStack", "ViTEncoder", "init_transformer"]
+__all__ = ["ConvDecoder", "Projector", "TransformerStack", "ViTEncoder"]

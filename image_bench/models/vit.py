@@ -72,3 +72,17 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2) + self.pos_embed
+
+
+def init_transformer(module: nn.Module) -> None:
+    """timm's ViT initialisation: truncated-normal(0.02) linear weights, zero biases, unit LN.
+    Matters for the deep stacks (16-30 blocks): PyTorch's default Kaiming-uniform linear init makes
+    the pre-norm residual stream grow with depth."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

@@ -149,16 +149,7 @@ def to_latex(table: BuiltTable) -> str:
     w(" & ".join(heads) + " \\\\\n\\midrule\n")
     for row, cells in table.rows:
         parts = list(_lead(table, row))
-        for c in cols:
-            cell = cells[c.name]
-            text = _num(cell.mean, c.digits)
-            if cell.std is not None:
-                text += f"$\\pm${cell.std:.{c.digits}f}"
-            if cell.best:
-                text = f"\\textbf{{{text}}}"
-            if cell.paper is not None:
-                text += f" {{\\scriptsize ({cell.paper:.{c.digits}f})}}"
-            parts.append(text)
+        parts += [_cell_text(cells[c.name], c.digits, LATEX) for c in cols]
         w(" & ".join(parts) + " \\\\\n")
     w("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
     return out.getvalue()
@@ -183,16 +174,7 @@ def to_markdown(table: BuiltTable) -> str:
              "|" + "|".join(["---"] * len(_header(table)) + ["---:"] * len(cols)) + "|"]
     for row, cells in table.rows:
         parts = [_md(x) for x in _lead(table, row)]
-        for c in cols:
-            cell = cells[c.name]
-            text = _num(cell.mean, c.digits)
-            if cell.std is not None:
-                text += f" ± {cell.std:.{c.digits}f}"
-            if cell.best:
-                text = f"**{text}**"
-            if cell.paper is not None:
-                text += f" ({cell.paper:.{c.digits}f})"
-            parts.append(text)
+        parts += [_cell_text(cells[c.name], c.digits, MARKDOWN) for c in cols]
         lines.append("| " + " | ".join(parts) + " |")
     return (f"**{table.spec.name.replace('table', 'Table ')}.** {_md(caption(table))}\n\n"
             + "\n".join(lines) + "\n")
@@ -211,6 +193,22 @@ def to_csv(table: BuiltTable) -> str:
             vals += ["" if v is None else f"{v:.6g}" for v in (cell.mean, cell.std, cell.paper)]
         writer.writerow([row.paper, _md(row.label), row.datasets, *vals])
     return out.getvalue()
+
+
+# How one cell is written: mean, "+- std" across seeds, bold when best, the paper's value after.
+LATEX = {"std": "$\\pm${}", "best": "\\textbf{{{}}}", "paper": " {{\\scriptsize ({})}}"}
+MARKDOWN = {"std": " ± {}", "best": "**{}**", "paper": " ({})"}
+
+
+def _cell_text(cell, digits: int, style: dict) -> str:
+    text = _num(cell.mean, digits)
+    if cell.std is not None:
+        text += style["std"].format(f"{cell.std:.{digits}f}")
+    if cell.best:
+        text = style["best"].format(text)
+    if cell.paper is not None:
+        text += style["paper"].format(f"{cell.paper:.{digits}f}")
+    return text
 
 
 def write_table(table: BuiltTable, out_dir: Path) -> list[Path]:
