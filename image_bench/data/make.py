@@ -31,6 +31,7 @@ from image_bench.data import degrade
 from image_bench.data.lmdb_format import LMDBWriter
 from image_bench.data.render import DEFAULT_STYLE, IC15_STYLE, Renderer
 from image_bench.experiments.profiles import get_profile
+from image_bench.progress import progress_bar
 
 # Bump when the generator's output changes, so cached stand-ins are regenerated.
 GENERATOR_VERSION = 3
@@ -121,17 +122,7 @@ def file_lock(path: Path):
 
 
 def _progress(disable: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=disable, transient=False)
+    return progress_bar(disable=disable)
 
 
 def read_manifest(set_dir: Path) -> dict | None:

@@ -40,6 +40,7 @@ from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.profiles import get_profile
+from image_bench.progress import progress_bar
 
 # Validation reads at most this many samples of the 'val' split (its first ones, a fixed set),
 # so that selecting checkpoints costs little next to training.
@@ -259,19 +260,7 @@ class _Progress:
         self.enabled = enabled
         if not enabled:
             return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-                            TextColumn("{task.fields[rate]} samples/s"), TimeElapsedColumn(),
-                            TextColumn("ETA"), TimeRemainingColumn())
+        self.bar = progress_bar("loss {task.fields[loss]}", "{task.fields[rate]} samples/s")
         self.bar.start()
         self.task = self.bar.add_task(title, total=total, completed=start, loss="-", rate="-")
 
