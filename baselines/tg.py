@@ -229,6 +229,7 @@ class StrokeTransformer(BenchModel):
     kind: ClassVar[str] = "aux"
     input_size: ClassVar[tuple[int, int]] = (32, 128)  # HR size; the loss reads SR/HR there
     in_channels: ClassVar[int] = 1  # grey; RGB input is converted (0.299/0.587/0.114)
+    graph_safe: ClassVar[bool] = False  # stroke targets are encoded from the label strings
 
     def __init__(self, width: int = 64, heads: int = 16,
                  blocks: tuple[int, int, int, int] = (1, 2, 5, 3), dropout: float = 0.1,
@@ -311,6 +312,7 @@ class TG(BenchModel):
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "stroke")
     requires: ClassVar[dict[str, str]] = {"stroke": "tg-stroke"}
+    graph_safe: ClassVar[bool] = False  # stroke targets are encoded from the label strings
     # TG's README/main.py: Adam lr 1e-4, betas (0.5, 0.999), clip_grad_norm 0.25, no weight decay
     # (weight_decay 0 makes the suite's AdamW plain Adam).
     optim_overrides: ClassVar[dict[str, float]] = {

@@ -15,13 +15,73 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor)
     after dividing each sample by its target length (PyTorch's 'mean' reduction). Infinite
     losses (a target longer than the frames can spell) are zeroed rather than poisoning the batch.
 
-    The lengths are kept on the host: ``F.ctc_loss`` reads them there, and lengths on the GPU
-    cost one device-to-host sync per call (five per IMAGE-2 step, which stalled the whole step).
+    Where the lengths live picks the implementation. On the host: ``F.ctc_loss`` (one fused
+    kernel on CUDA); it reads lengths on the host, and lengths on the GPU would cost one
+    device-to-host sync per call. On the same GPU as the logits: :func:`ctc_nll`, a recursion of
+    plain tensor ops that never syncs, so a whole training step can be captured as a CUDA graph
+    (``engine.graphed``).
     """
-    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, C)
-    frames = torch.full((logits.shape[0],), logits.shape[1], dtype=torch.long)
-    return F.ctc_loss(log_probs, targets, frames, lengths.cpu(), blank=charset.BLANK,
-                      reduction="mean", zero_infinity=True)
+    return ctc_losses([logits], targets, lengths)[0]
+
+
+def ctc_losses(logits: list[torch.Tensor], targets: torch.Tensor,
+               lengths: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`ctc_loss` of several logits against the same targets (IMAGE's p_1..p_{L+1}).
+
+    On the sync-free path the logits are stacked along the batch and run through one recursion
+    (one set of T small kernels instead of one per logits tensor)."""
+    if lengths.device.type == "cpu":
+        frames = torch.full((logits[0].shape[0],), logits[0].shape[1], dtype=torch.long)
+        return [F.ctc_loss(F.log_softmax(p.float(), dim=-1).transpose(0, 1), targets, frames,
+                           lengths, blank=charset.BLANK, reduction="mean", zero_infinity=True)
+                for p in logits]
+    return sync_free_ctc_losses(logits, targets, lengths)
+
+
+def sync_free_ctc_losses(logits: list[torch.Tensor], targets: torch.Tensor,
+                         lengths: torch.Tensor) -> list[torch.Tensor]:
+    """The 'mean' CTC losses of :func:`ctc_losses` through :func:`ctc_nll`, on any device."""
+    k, batch = len(logits), logits[0].shape[0]
+    log_probs = F.log_softmax(torch.cat(logits).float(), dim=-1).transpose(0, 1)
+    lengths = lengths.repeat(k)
+    nll = ctc_nll(log_probs, targets.repeat(k, 1), lengths)
+    return list((nll / lengths.clamp(min=1)).view(k, batch).mean(dim=1).unbind())
+
+
+# A finite stand-in for log(0): -inf would give NaN gradients (exp(-inf - -inf)) at unreachable
+# states of the recursion; exp(_LOG_ZERO - x) is exactly 0 in float32 all the same.
+_LOG_ZERO = -1e30
+
+
+def ctc_nll(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per-sample CTC negative log-likelihood by the forward (alpha) recursion of Graves et al.
+    2006, in log space, with fixed shapes and no host reads: (T, B, C) log-probabilities, (B, S)
+    padded targets, (B,) lengths on the same device -> (B,), zero where the target cannot be
+    spelt in T frames (``zero_infinity``). Gradients come from autograd through the recursion.
+
+    Extended label l' = (blank, l_1, blank, l_2, ..., l_S, blank), 2S+1 states. alpha_t(s) =
+    [alpha_{t-1}(s) + alpha_{t-1}(s-1) + alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2}]
+    * y_t(l'_s); the likelihood is alpha_{T-1}(2n) + alpha_{T-1}(2n-1) for a target of length n.
+    """
+    frames, batch, _ = log_probs.shape
+    states = 2 * targets.shape[1] + 1
+    ext = targets.new_full((batch, states), charset.BLANK)
+    ext[:, 1::2] = targets
+    emit = log_probs.gather(2, ext.unsqueeze(0).expand(frames, -1, -1))  # (T, B, 2S+1)
+    # the skip s-2 -> s is allowed into a label state that differs from the label two back
+    skip = log_probs.new_zeros(batch, states)
+    can_skip = (ext[:, 2:] != charset.BLANK) & (ext[:, 2:] != ext[:, :-2])
+    skip[:, 2:] = torch.where(can_skip, 0.0, _LOG_ZERO)
+    alpha = F.pad(emit[0, :, :2], (0, states - 2), value=_LOG_ZERO)  # alpha_0: only s = 0, 1
+    for t in range(1, frames):
+        one_back = F.pad(alpha[:, :-1], (1, 0), value=_LOG_ZERO)
+        two_back = F.pad(alpha[:, :-2], (2, 0), value=_LOG_ZERO) + skip
+        alpha = torch.logaddexp(torch.logaddexp(alpha, one_back), two_back) + emit[t]
+    last = alpha.gather(1, torch.stack([2 * lengths, (2 * lengths - 1).clamp(min=0)], dim=1))
+    # a zero-length target ends only in the first blank state: drop the second pick
+    last[:, 1] = torch.where(lengths > 0, last[:, 1], _LOG_ZERO)
+    nll = -torch.logsumexp(last, dim=1)
+    return torch.where(nll < -_LOG_ZERO / 2, nll, torch.zeros_like(nll))
 
 
 def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 
 from image_bench.engine.checkpoint import build_by_name
 from image_bench.engine.env import environment
+from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
@@ -190,17 +191,17 @@ def synthetic_batch(model: BenchModel, batch: int, device: torch.device, seed: i
             "labels": labels}
 
 
-def training_speed(name: str, device: torch.device, mode: str, batch: int, steps: int,
-                   warmup: int, model_kwargs: dict | None = None, compile: bool = True) -> dict:
-    """Samples/s of full training steps (forward, loss, backward, clip, AdamW) on random data."""
+def _training_setup(name: str, device: torch.device, optimized: bool, batch: int,
+                    model_kwargs: dict | None, compile: bool, cuda_graph: bool):
+    """A model's training step as the trainer builds it, on one random batch, and its levers."""
     torch.manual_seed(0)
     model = build_bench_model(name, model_kwargs, device).train()
-    optimized = mode == "optimized"
+    graphed = optimized and cuda_graph and device.type == "cuda" and model.graph_safe
     settings = optim_settings(model, 1e-4)
     # eager: the plain foreach AdamW; optimized: fused AdamW (make_optimizer's CUDA default)
     optimizer, scheduler = make_optimizer(model, settings, device if optimized else
-                                          torch.device("cpu"))
-    levers = {"fused_adamw": optimized and device.type == "cuda"}
+                                          torch.device("cpu"), capturable=graphed)
+    levers: dict = {"fused_adamw": optimized and device.type == "cuda"}
     if optimized and compile:
         try:
             levers["compiled_regions"] = len(compile_regions(model))
@@ -211,11 +212,30 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
     stepper = Stepper(StepModule(model), optimizer, scheduler, grad_clip=settings["grad_clip"],
                       device=device, amp=amp)
     data = synthetic_batch(model, batch, device)
+    if graphed:
+        stepper = GraphedStepper(stepper)
+        data["target_lengths"] = data["target_lengths"].to(device)
+    return stepper, data, levers, amp
+
+
+def training_speed(name: str, device: torch.device, mode: str, batch: int, steps: int,
+                   warmup: int, model_kwargs: dict | None = None, compile: bool = True,
+                   cuda_graph: bool = True) -> dict:
+    """Samples/s of full training steps (forward, loss, backward, clip, AdamW) on random data.
+
+    eager: fp32, foreach AdamW. optimized: bf16 autocast, fused AdamW, compiled transformer
+    blocks (``compile``) and the whole step replayed as a CUDA graph (``cuda_graph``, for models
+    that are ``graph_safe``)."""
+    stepper, data, levers, amp = _training_setup(name, device, mode == "optimized", batch,
+                                                 model_kwargs, compile, cuda_graph)
+    graphed = isinstance(stepper, GraphedStepper)
     t = time.perf_counter()
-    for _ in range(warmup):  # compilation, if any, happens here
+    for _ in range(warmup + (1 if graphed else 0)):  # compilation / capture happen here
         stepper(data)
     _sync(device)
     levers["warmup_s"] = time.perf_counter() - t
+    if graphed:
+        levers["cuda_graph"] = True if stepper.captured else f"failed: {stepper.failure}"
     t = time.perf_counter()
     for _ in range(steps):
         last = stepper(data)
@@ -227,17 +247,14 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
 
 
 def top_kernels(name: str, device: torch.device, batch: int = 256, steps: int = 5,
-                model_kwargs: dict | None = None, top: int = 10) -> list[dict]:
+                model_kwargs: dict | None = None, top: int = 10, compile: bool = True,
+                cuda_graph: bool = True) -> list[dict]:
     """The top GPU kernels of a few optimized-mode training steps (torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
-    model = build_bench_model(name, model_kwargs, device).train()
-    settings = optim_settings(model, 1e-4)
-    optimizer, scheduler = make_optimizer(model, settings, device)
-    stepper = Stepper(StepModule(model), optimizer, scheduler, grad_clip=settings["grad_clip"],
-                      device=device)
-    data = synthetic_batch(model, batch, device)
-    for _ in range(3):
+    stepper, data, _, _ = _training_setup(name, device, True, batch, model_kwargs, compile,
+                                          cuda_graph)
+    for _ in range(5):  # past warm-up and capture
         stepper(data)
     _sync(device)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -310,7 +327,8 @@ def bench_model(name: str, *, device: str | None = None, model_kwargs: dict | No
         out["modes"][mode] = entry
         torch._dynamo.reset()
     if kernels and on_gpu:
-        out["top_kernels"] = top_kernels(name, dev, train_batch, model_kwargs=model_kwargs)
+        out["top_kernels"] = top_kernels(name, dev, train_batch, model_kwargs=model_kwargs,
+                                         compile=compile)
     return out
 
 

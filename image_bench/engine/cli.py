@@ -81,7 +81,10 @@ def _run_inputs(run_dir: Path):
               help="A trained helper run for one of the model's roles (repeatable).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present).")
-def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, compile_, device):
+@click.option("--no-cuda-graph", is_flag=True,
+              help="Step eagerly on the GPU instead of replaying the step as a CUDA graph.")
+def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, compile_, device,
+          no_cuda_graph):
     """Train MODEL on --data; resumes when the run folder holds a checkpoint."""
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         argv, skip = [], False
@@ -119,9 +122,24 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
     assert isinstance(cfg, RunConfig)
     run_dir = run_dir or Path("runs") / f"{model}-{data}-{cfg.key()}"
     best = train_run(cfg, run_dir, init_checkpoint=init_ckpt, helper_checkpoints=helper_ckpts,
-                     device=device, compile=compile_)
+                     device=device, compile=compile_, cuda_graph=not no_cuda_graph)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"run {cfg.key()}: {run_dir}  best checkpoint: {best}")
+
+
+def _gru_rows(device: str | None) -> list[dict]:
+    """The SRB's GRU alone, fused vs cuDNN, on CUDA (nothing to compare on a CPU)."""
+    import torch
+
+    if not torch.cuda.is_available() or (device or "cuda").startswith("cpu"):
+        return []
+    from image_bench.kernels.gru_bench import bench_srb_grus
+    from image_bench.models.gru import fused_gru_available
+
+    if not fused_gru_available():
+        click.echo("GRU alone: the fused GRU is unavailable (triton missing)", err=True)
+        return []
+    return [*bench_srb_grus(torch.bfloat16), *bench_srb_grus(None)]
 
 
 @click.command(name="eval")
@@ -197,11 +215,17 @@ def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint
               "compile for the large models); bf16, channels_last and CUDA graphs stay.")
 def bench(models, json_path, device, recognizer, iters, throughput_batch, train_batch, no_train,
           kernels, modes, no_compile):
-    """Latency (batch 1), throughput and training speed of MODELS, eager and optimized."""
+    """Latency (batch 1), throughput and training speed of MODELS, eager and optimized.
+
+    MODELS are registered names, or 'all' for every registered model."""
     from rich.console import Console
     from rich.table import Table
 
     from image_bench.engine.bench import bench_model, format_rows
+    from image_bench.models.base import available
+
+    if "all" in models:
+        models = tuple(available())
 
     results = []
     for name in models:
@@ -218,11 +242,17 @@ def bench(models, json_path, device, recognizer, iters, throughput_batch, train_
     for row in format_rows(results):
         table.add_row(*row)
     Console().print(table)
+    grus = _gru_rows(device)
+    for g in grus:
+        click.echo(f"GRU alone (fwd+bwd, {g['dtype']}, {g['sequences']} x {g['steps']} steps): "
+                   f"cuDNN {g['cudnn_ms']:.2f} ms, fused {g['fused_ms']:.2f} ms, "
+                   f"{g['speedup']:.1f}x")
     for r in results:
         for k in r.get("top_kernels", []):
             click.echo(f"  {r['model']}: {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms  "
                        f"{k['kernel']}")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(results, indent=1, default=str))
+        payload = results if not grus else [*results, {"model": "gru-alone", "rows": grus}]
+        json_path.write_text(json.dumps(payload, indent=1, default=str))
         click.echo(f"written: {json_path}")

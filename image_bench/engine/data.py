@@ -40,7 +40,8 @@ class ResidentSet:
     lr: torch.Tensor
     hr: torch.Tensor | None
     targets: torch.Tensor
-    target_lengths: torch.Tensor
+    target_lengths: torch.Tensor  # on the host, where F.ctc_loss reads them
+    device_lengths: torch.Tensor  # on the device, for the sync-free CTC of a graphed step
     labels: list[str]
     device: torch.device
     on_device: bool  # False: pinned host memory, copied per batch
@@ -68,11 +69,14 @@ class ResidentSet:
                 return t.to(device)
             return t.pin_memory() if device.type == "cuda" else t
 
-        return cls(place(ts.lr), place(ts.hr), place(targets), lengths, list(ts.labels),
-                   device, on_device)
+        return cls(place(ts.lr), place(ts.hr), place(targets), lengths, lengths.to(device),
+                   list(ts.labels), device, on_device)
 
-    def batch(self, index: torch.Tensor) -> dict:
-        """The batch of the given sample indices (a CPU long tensor): float images in [0, 1]."""
+    def batch(self, index: torch.Tensor, lengths_on_device: bool = False) -> dict:
+        """The batch of the given sample indices (a CPU long tensor): float images in [0, 1].
+
+        Target lengths come on the host (for ``F.ctc_loss``), or with ``lengths_on_device`` on
+        the device (the sync-free CTC that a CUDA graph can record, see ``losses.ctc_loss``)."""
         labels = [self.labels[i] for i in index.tolist()]
         if self.on_device:
             idx = index.to(self.device, non_blocking=True)
@@ -89,9 +93,13 @@ class ResidentSet:
                 t = t.to(self.device, non_blocking=True)
             return t.float().div_(255.0) if image else t
 
-        # target lengths stay on the host, where CTC reads them (see losses.ctc_loss)
+        if lengths_on_device:
+            on_device_index = idx if self.on_device else index.to(self.device, non_blocking=True)
+            lengths = self.device_lengths.index_select(0, on_device_index)
+        else:
+            lengths = self.target_lengths.index_select(0, index)
         out = {"lr": take(self.lr, True), "targets": take(self.targets, False),
-               "target_lengths": self.target_lengths.index_select(0, index), "labels": labels}
+               "target_lengths": lengths, "labels": labels}
         if self.hr is not None:
             out["hr"] = take(self.hr, True)
         return out

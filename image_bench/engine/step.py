@@ -35,9 +35,13 @@ def optim_settings(model: BenchModel, cfg_lr: float) -> dict:
     return s
 
 
-def make_optimizer(model: nn.Module, settings: dict, device: torch.device):
+def make_optimizer(model: nn.Module, settings: dict, device: torch.device,
+                   capturable: bool = False):
     """AdamW (weight_decay 0 makes it Adam) over the trainable parameters, fused on CUDA, and a
-    linear warm-up schedule (constant after ``warmup_steps``; 0 = constant, the paper's)."""
+    linear warm-up schedule (constant after ``warmup_steps``; 0 = constant, the paper's).
+
+    ``capturable``: see :func:`set_capturable` (call it again after loading a saved state).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"{type(model).__name__} has no trainable parameters")
@@ -49,7 +53,23 @@ def make_optimizer(model: nn.Module, settings: dict, device: torch.device):
     warmup = int(settings["warmup_steps"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+    set_capturable(optimizer, capturable, device)
     return optimizer, scheduler
+
+
+def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool,
+                   device: torch.device) -> None:
+    """Make the optimiser's step recordable in a CUDA graph, or plain again.
+
+    Capturable (CUDA only): the learning rate becomes a device tensor, which the scheduler fills
+    in place, so every replay reads the current value (a float would be frozen into the graph).
+    Loading a saved optimiser state restores whatever form it was saved in: call this after.
+    """
+    capturable = capturable and device.type == "cuda"
+    for group in optimizer.param_groups:
+        group["capturable"] = capturable
+        lr = float(group["lr"])
+        group["lr"] = torch.tensor(lr, device=device) if capturable else lr
 
 
 class StepModule(nn.Module):
@@ -83,7 +103,15 @@ class Stepper:
         self.term_names: list[str] | None = None
 
     def __call__(self, batch: dict) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        stats = self.update(batch)
+        self.scheduler.step()
+        return stats
+
+    def update(self, batch: dict) -> torch.Tensor:
+        """Everything of a step but the schedule: the part a CUDA graph can record."""
+        # no autocast weight cache: a CUDA graph must not keep casts made at capture time
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp,
+                            cache_enabled=False):
             terms = self.step_module(batch)
         if self.term_names is None:
             self.term_names = list(terms)
@@ -99,7 +127,6 @@ class Stepper:
                 torch.stack([torch.linalg.vector_norm(p.grad.float())
                              for p in self.params if p.grad is not None]))
         self.optimizer.step()
-        self.scheduler.step()
         return torch.stack([total.detach(), norm.detach().float(),
                             *[t.detach().float() for t in terms.values()]])
 

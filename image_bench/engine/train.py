@@ -36,8 +36,15 @@ from image_bench.engine.checkpoint import (
 )
 from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
+from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
+from image_bench.engine.step import (
+    StepModule,
+    Stepper,
+    make_optimizer,
+    optim_settings,
+    set_capturable,
+)
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.profiles import get_profile
 from image_bench.progress import progress_bar
@@ -291,7 +298,7 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
               helper_checkpoints: dict[str, Path] | None = None, device: str | None = None,
               compile: bool = False, progress: bool = True, data: dict | None = None,
               checkpoint_every: int | None = None, validate_every: int | None = None,
-              on_step: Callable[[int], None] | None = None) -> Path:
+              on_step: Callable[[int], None] | None = None, cuda_graph: bool = True) -> Path:
     """Train ``cfg`` in ``run_dir`` (resuming from its last checkpoint) and return best.pt.
 
     Extra keywords (all optional): ``data`` = {'train': TensorSet, 'val': TensorSet or absent}
@@ -306,13 +313,13 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
     d.setup(device)
     try:
         return _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile,
-                      progress, data, checkpoint_every, validate_every, on_step)
+                      progress, data, checkpoint_every, validate_every, on_step, cuda_graph)
     finally:
         d.teardown()
 
 
 def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile, progress, data,
-           checkpoint_every, validate_every, on_step) -> Path:
+           checkpoint_every, validate_every, on_step, cuda_graph) -> Path:
     profile = get_profile(cfg.profile)
     ckpt_every = checkpoint_every or profile.checkpoint_every
     val_every = validate_every or profile.validate_every
@@ -359,12 +366,15 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         val_rs = ResidentSet.from_tensorset(val_ts, device)
     order = BatchOrder(len(train_rs), cfg.batch_size, cfg.seed, d.rank, d.world)
 
+    graphed = (cuda_graph and device.type == "cuda" and d.world == 1
+               and getattr(model, "graph_safe", True))
     settings = optim_settings(model, cfg.lr)
-    optimizer, scheduler = make_optimizer(model, settings, device)
+    optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
     start, best_score = 0, None
     if resume is not None:
         load_weights(model, resume["model"], strict=True)
         optimizer.load_state_dict(resume["optimizer"])
+        set_capturable(optimizer, graphed, device)  # the saved state may come from either path
         scheduler.load_state_dict(resume["scheduler"])
         start, best_score = resume["step"], resume.get("best_score")
         _set_rng_state(resume["rng"], device)
@@ -378,11 +388,14 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
             find_unused_parameters=True)
     stepper = Stepper(step_module, optimizer, scheduler, grad_clip=settings["grad_clip"],
                       device=device)
+    if graphed:
+        stepper = GraphedStepper(stepper)
 
     if d.main:
         env = environment(device)
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
                    compiled_regions=len(compiled_regions) if compile else 0,
+                   cuda_graph=graphed,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)
@@ -415,7 +428,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
                     f"Stopped; {last_path} keeps the last good checkpoint.")
             lines.append({"event": "step", "step": step, "loss": row[0], "grad_norm": row[1],
                           "terms": dict(zip(names[2:], row[2:])),
-                          "lr": scheduler.get_last_lr()[0]})
+                          "lr": float(scheduler.get_last_lr()[0])})
         lines[-1]["samples_per_s"] = rate
         pending.clear()
         t_block, n_block = now, 0
@@ -430,9 +443,18 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
                      "step": step, "best_score": best_score, "key": cfg.key(),
                      "config": cfg.to_dict()}, last_path)
 
+    graph_noted = False
     try:
         for step in range(start, cfg.steps):
-            pending.append((step + 1, stepper(train_rs.batch(order.indices(step)))))
+            pending.append((step + 1, stepper(train_rs.batch(order.indices(step),
+                                                              lengths_on_device=graphed))))
+            if graphed and not graph_noted and (stepper.captured or stepper.failure):
+                graph_noted = True  # say once whether the step runs as a graph or eagerly
+                if d.main:
+                    event = ({"event": "cuda_graph_failed", "error": stepper.failure}
+                             if stepper.failure else {"event": "cuda_graph_captured"})
+                    with log_path.open("a") as f:
+                        f.write(json.dumps({**event, "step": step + 1}) + "\n")
             n_block += 1
             done = step + 1
             if on_step is not None:

@@ -61,6 +61,9 @@ class BenchModel(nn.Module):
     # Optimiser settings that differ from the suite's default (AdamW, lr 1e-4): each model states
     # its original's values here, with the reason in a comment.
     optim_overrides: ClassVar[dict[str, float]] = {}
+    # Whether a training step may be recorded as a CUDA graph (engine.graphed): no host reads,
+    # fixed shapes, and nothing built from Python values per batch (such as the label strings).
+    graph_safe: ClassVar[bool] = True
 
     def loss(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError

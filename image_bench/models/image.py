@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from image_bench import charset
-from image_bench.losses import ctc_loss, tsrn_image_loss
+from image_bench.losses import ctc_losses, tsrn_image_loss
 from image_bench.models.base import BenchModel, ModelOutput, register
 from image_bench.models.image_parts import ConvDecoder, Projector, TransformerStack, ViTEncoder
 from image_bench.models.srb import SRB
@@ -229,11 +229,12 @@ class IMAGE(BenchModel):
         else:
             first = 1
         sr_loss = sum(2.0 ** (first + k) * tsrn_image_loss(img, hr) for k, img in enumerate(srs))
-        rec = sum(2.0 ** (first + k) * ctc_loss(p, targets, lengths) for k, p in enumerate(logits))
+        # one call for every CTC term: on the sync-free path they share one recursion
+        ctc = ctc_losses([*logits, *clues], targets, lengths)
+        rec = sum(2.0 ** (first + k) * ctc[k] for k in range(len(logits)))
         terms = {"sr": sr_loss, "rec": rec}
         if clues:
-            terms["clue"] = sum(2.0 ** (k + 1) * ctc_loss(p, targets, lengths)
-                                for k, p in enumerate(clues))
+            terms["clue"] = sum(2.0 ** (k + 1) * ctc[len(logits) + k] for k in range(len(clues)))
         return terms
 
     # ----- structure, for the cost counter and the trainer -----------------------------------
