@@ -19,8 +19,13 @@ REPO = Path(__file__).resolve().parents[2]
 def git_state() -> dict:
     """The commit of the code that runs, and whether the tree had uncommitted changes.
 
-    A copy without ``.git`` (the GPU machine receives a bare working tree) takes the commit from
-    ``IMAGE_BENCH_COMMIT``, which scripts/gpu_reproduce.sh sets from the caller's checkout."""
+    ``IMAGE_BENCH_COMMIT``, when set, wins: scripts/gpu_reproduce.sh sets it from the caller's
+    checkout, because the copy on the GPU machine is no checkout of its own (it arrived without
+    ``.git``, or, as in the quick run of 2026-11-24, beside a stale ``.git`` of an older commit
+    that made every record say 'a1611fd, dirty')."""
+    given = os.environ.get("IMAGE_BENCH_COMMIT")
+    if given:
+        return {"commit": given, "dirty": None}
 
     def git(*args):
         try:
@@ -32,8 +37,7 @@ def git_state() -> dict:
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        given = os.environ.get("IMAGE_BENCH_COMMIT")
-        return {"commit": given or "unknown", "dirty": None}
+        return {"commit": "unknown", "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
