@@ -10,8 +10,9 @@ Modes:
 - ``eager``: fp32, no compilation;
 - ``optimized``: bf16 autocast, ``torch.compile`` of the whole pipeline, channels_last when a
   short trial shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1
-  call is dominated by kernel launches). Each lever that failed is recorded with its error, and
-  the mode still runs with the others.
+  call is dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
+  graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
+  its error, and the mode still runs with the others.
 
 On CPU everything runs with few iterations and the result says ``"figures": "CPU"``.
 """
