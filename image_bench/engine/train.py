@@ -366,8 +366,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         val_rs = ResidentSet.from_tensorset(val_ts, device)
     order = BatchOrder(len(train_rs), cfg.batch_size, cfg.seed, d.rank, d.world)
 
-    graphed = (cuda_graph and device.type == "cuda" and d.world == 1
-               and getattr(model, "graph_safe", True))
+    graphed = cuda_graph and device.type == "cuda" and d.world == 1 and model.graph_safe
     settings = optim_settings(model, cfg.lr)
     optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
     start, best_score = 0, None
