@@ -51,3 +51,25 @@ def test_make_config_stage_and_overrides():
     assert (c.steps, c.batch_size) == (quick.finetune_steps, quick.finetune_batch)
     with pytest.raises(Exception, match="key=value"):
         make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
+
+
+def test_bf16_weight_copy_reads_like_float32():
+    """The optimized inference mode runs a bf16 copy of each model under bf16 autocast (CUDA);
+    the same copy on the CPU must give the float32 logits to bf16 precision and leave the
+    original's weights float32."""
+    import copy
+
+    from image_bench.engine.bench import build_bench_model, pipeline
+
+    torch.manual_seed(0)
+    model = build_bench_model("svtr").eval()
+    x = model.example_input(2)
+    with torch.no_grad():
+        ref = pipeline(model, None)(x)
+        fast = copy.deepcopy(model).to(torch.bfloat16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = pipeline(fast, None)(x)
+    assert out.dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32
+    rel = ((out.float() - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05

@@ -121,3 +121,22 @@ def test_svtr_rejects_bad_input():
         model(torch.rand(1, 3, 32, 100))
     with pytest.raises(ValueError, match="divisible"):
         SVTR(image_size=(30, 128))
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_written_out_attention_equals_sdpa(masked):
+    """vit.Attention writes softmax(q k^T / sqrt(d) + mask) v out (49-wide heads); it must equal
+    F.scaled_dot_product_attention on the same projections, with SVTR's additive -inf mask too."""
+    import torch.nn.functional as F
+
+    from image_bench.models.vit import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(196, 4)
+    x = torch.randn(3, 32, 196, dtype=torch.float64)
+    attn.double()
+    mask = local_window_mask(4, 8, (3, 5)).double() if masked else None
+    q, k, v = attn.qkv(x).view(3, 32, 3, 4, 49).permute(2, 0, 3, 1, 4)
+    ref = attn.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    .transpose(1, 2).reshape(3, 32, 196))
+    assert torch.allclose(attn(x, mask), ref, rtol=1e-10, atol=1e-12)

@@ -8,7 +8,8 @@ resized to their input; joint models (IMAGE) read their own output. Helper netwo
 
 Modes:
 - ``eager``: fp32, no compilation;
-- ``optimized``: bf16 autocast, ``torch.compile`` of the whole pipeline, channels_last when a
+- ``optimized``: bf16 weights under bf16 autocast (inference), ``torch.compile`` of the repeated
+  transformer blocks (``engine.optimize``), channels_last when a
   short trial shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1
   call is dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
   graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
@@ -19,6 +20,7 @@ On CPU everything runs with few iterations and the result says ``"figures": "CPU
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -115,13 +117,19 @@ def _stats(times: list[float], batch: int) -> dict:
 
 def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
                compile: bool = True) -> dict:
+    optimized = mode == "optimized"
+    amp = optimized and device.type == "cuda"
+    if amp:
+        # bf16 weights (on copies: the caller's models keep float32). Under autocast with float32
+        # weights every call casts each weight again: at batch 1 an IMAGE-2 call was 2,982
+        # kernels, 7.2 ms; with bf16 weights 1,729 kernels, 5.3 ms (H100, scripts/gpu_explore.py).
+        model = copy.deepcopy(model).to(torch.bfloat16)
+        recognizer = None if recognizer is None else copy.deepcopy(recognizer).to(torch.bfloat16)
     modules = [m for m in (model, recognizer) if m is not None]
     for m in modules:
         m.eval()
     fn = pipeline(model, recognizer)
-    levers: dict = {}
-    optimized = mode == "optimized"
-    amp = optimized and device.type == "cuda"
+    levers: dict = {"bf16_weights": amp}
 
     def base(lr):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

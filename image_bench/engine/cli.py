@@ -79,7 +79,9 @@ def _run_inputs(run_dir: Path):
               help="Checkpoint or run folder whose weights initialise this run.")
 @click.option("--helper", "helpers", multiple=True, metavar="ROLE=RUN_DIR",
               help="A trained helper run for one of the model's roles (repeatable).")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
+@click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
+              help="On a GPU, torch.compile the transformer blocks (the first steps take "
+                   "15-50 s longer; IMAGE-2 then trains ~37% faster). Ignored on the CPU.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if present).")
 @click.option("--no-cuda-graph", is_flag=True,
               help="Step eagerly on the GPU instead of replaying the step as a CUDA graph.")

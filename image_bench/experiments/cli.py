@@ -58,7 +58,9 @@ def _stage_summary(runner, total: float, console) -> None:
 @click.command()
 @click.argument("table", type=click.Choice(TABLE_CHOICES))
 @_common
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the models in training.")
+@click.option("--compile/--no-compile", "compile_", default=True, show_default=True,
+              help="On a GPU, torch.compile the transformer blocks in training. Ignored on "
+                   "the CPU.")
 @click.option("--figures/--no-figures", default=None,
               help="Draw Figures 3-4 afterwards (default: with `all`).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

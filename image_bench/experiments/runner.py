@@ -144,7 +144,7 @@ class Runner:
 
     def __init__(self, results: str | os.PathLike, profile: str | Profile, *, compute: bool,
                  device: str | None = None, data_root: str | None = None, seed: int = 0,
-                 compile: bool = False, progress: bool = True, console=None, resolve=None):
+                 compile: bool = True, progress: bool = True, console=None, resolve=None):
         self.results = Path(results)
         self.profile = profile if isinstance(profile, Profile) else get_profile(profile)
         self.store = RunStore(self.results / "store")

@@ -1,0 +1,161 @@
+"""IMAGE-2 speed levers beyond the graphed step (issue 7): which one cuts GPU work?
+
+    PYTHONPATH=. python3 scripts/gpu_explore.py train|latency [--out DIR] [--variants a,b]
+
+A variant is a name made of these tokens, on top of bf16 autocast, fused AdamW, regional
+compilation of the transformer blocks and, for training, the whole step as a CUDA graph (at
+batch 1 the call is a CUDA graph):
+- ``sdpa``: attention through ``F.scaled_dot_product_attention`` (flash kernels, which pad
+  IMAGE's 49-wide heads to 56) instead of the suite's written-out products (``vit.Attention``);
+- ``autotune``: regions compiled with ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM
+  templates with fused epilogues instead of cuBLAS + separate bias/activation kernels);
+- ``cl``: channels_last weights; ``bf16w``: bf16 weights (inference); ``whole``: the whole model
+  compiled as one graph instead of block by block.
+E.g. ``base``, ``sdpa``, ``autotune``, ``bf16w-cl``. Results go to stdout and
+DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
+
+Measured so far (H100, torch 2.11): training IMAGE-2 samples/s sdpa 2,164, written-out 2,306-2,330,
++autotune (sdpa) 2,224 at 365 s of compilation, +cl 2,398; batch-1 IMAGE-2 ms sdpa 6.62,
+written-out 6.46-7.23, +autotune 6.17, +bf16w 5.26 (2,982 -> 1,729 kernels per call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import image_bench.engine.bench as bench
+from image_bench.engine.env import environment
+from image_bench.engine.optimize import compile_regions, configure_cuda, region_types
+from image_bench.models import vit
+
+WRITTEN_OUT = vit.Attention.forward  # the suite's attention: two products and a softmax
+
+
+def sdpa_forward(self, x, mask=None):
+    """The attention as it was measured first: F.scaled_dot_product_attention (flash kernels)."""
+    b, n, d = x.shape
+    q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+BUILD = bench.build_bench_model
+
+
+def use_variant(name: str) -> None:
+    vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
+
+    def build(*args, **kwargs):
+        model = BUILD(*args, **kwargs)
+        if "cl" in name.split("-"):  # channels_last weights: cuDNN picks NHWC kernels for the convs
+            model.to(memory_format=torch.channels_last)
+        if "bf16w" in name:  # bf16 weights: no per-call weight casts under autocast
+            model.to(torch.bfloat16)
+        return model
+
+    bench.build_bench_model = build
+    mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
+
+    def regions(model):
+        types = region_types()
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+        done = []
+        for n, m in model.named_modules():
+            if isinstance(m, types) and not any(n.startswith(c + ".") for c in done):
+                m.compile(dynamic=False, mode=mode)
+                done.append(n)
+        return done
+
+    def whole(model):  # one graph for the whole model (dynamo must be allowed into nn.GRU)
+        torch._dynamo.config.allow_rnn = True
+        model.compile(dynamic=False, mode=mode)
+        return ["<whole model>"]
+
+    bench.compile_regions = whole if "whole" in name else regions if mode else compile_regions
+    torch._dynamo.reset()
+
+
+def batch1_kernels(model, device, replays: int = 20, top: int = 12) -> dict:
+    """Kernels of the batch-1 call replayed as a CUDA graph: how many, and the costliest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def run(lr):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            return model(lr).logits
+
+    replay = bench._cuda_graph(run, model.example_input(1).to(device).to(
+        next(model.parameters()).dtype))
+    for _ in range(5):
+        replay()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(replays):
+            replay()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.self_device_time_total > 0]
+    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+    return {"kernels_per_call": sum(e.count for e in events) / replays,
+            "gpu_ms_per_call": sum(e.self_device_time_total for e in events) / 1e3 / replays,
+            "top": [{"kernel": e.key[:110], "calls": e.count // replays,
+                     "ms": e.self_device_time_total / 1e3 / replays} for e in events[:top]]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=("train", "latency"))
+    ap.add_argument("--model", default="image-2")
+    ap.add_argument("--variants", default="base,sdpa,bf16w")
+    ap.add_argument("--kernels", default="base")
+    ap.add_argument("--out", default="runs/explore")
+    ap.add_argument("--steps", type=int, default=20)
+    args = ap.parse_args()
+    configure_cuda()
+    device = torch.device("cuda")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"env": environment(device), "results": {}, "kernels": {}}
+    path = out / f"explore_{args.what}.json"
+    for variant in args.variants.split(","):
+        use_variant(variant)
+        t = time.perf_counter()
+        try:
+            if args.what == "train":
+                r = bench.training_speed(args.model, device, "optimized", 256, args.steps, 3)
+            else:
+                model = bench.build_bench_model(args.model, None, device)
+                r = bench._inference(model, None, device, "optimized", (1,), 200, 20)
+                if variant in args.kernels.split(","):
+                    r["kernels"] = batch1_kernels(model, device)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            r = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+        r["wall_s"] = time.perf_counter() - t
+        report["results"][variant] = r
+        figure = (r.get("samples_per_s") if args.what == "train"
+                  else r.get("batch1", {}).get("per_image_ms"))
+        print(f"{args.model} {args.what} {variant:14s} -> {figure}  ({r['wall_s']:.0f} s) "
+              f"{r.get('levers', r.get('error'))}", flush=True)
+        if "kernels" in r:
+            k = r["kernels"]
+            print(f"  {k['kernels_per_call']:.0f} kernels, {k['gpu_ms_per_call']:.3f} ms of GPU "
+                  f"time per call; top: " + "; ".join(
+                      f"{x['ms']:.3f} ms x{x['calls']} {x['kernel'][:60]}" for x in k["top"]))
+        path.write_text(json.dumps(report, indent=1, default=str))
+        if args.what == "train" and variant in args.kernels.split(","):
+            use_variant(variant)
+            rows = bench.top_kernels(args.model, device)
+            report["kernels"][variant] = rows
+            print(f"top kernels, {variant}:")
+            for k in rows:
+                print(f"  {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms/step  "
+                      f"{k['calls']:6d} calls  {k['kernel']}")
+            path.write_text(json.dumps(report, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
