@@ -140,3 +140,30 @@ def test_written_out_attention_equals_sdpa(masked):
     ref = attn.proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
                     .transpose(1, 2).reshape(3, 32, 196))
     assert torch.allclose(attn(x, mask), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_svtr_blocks_compile_once_per_shape_not_per_drop_rate():
+    """Each block has its own stochastic-depth rate (linear schedule). Compiled block by block
+    (engine/optimize.py), the rate must be a graph input, not a constant: blocks of one shape and
+    mixer share one graph, where a float rate cost one compilation per block."""
+    from image_bench.models.vit import Block  # noqa: F401 - region types import both
+    from baselines.svtr import MixingBlock
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = SVTR(dims=(32, 48, 64), depths=(1, 1, 4), heads=(2, 2, 4), num_local=2,
+                 out_channels=64, drop_path_rate=0.3).train()
+    blocks = [m for m in model.modules() if isinstance(m, MixingBlock)]
+    assert len({float(b.drop_path_rate) for b in blocks}) == 6  # six different rates
+    for b in blocks:
+        b.compile(backend=counting_backend, dynamic=False)
+    model(torch.rand(2, 3, 32, 128)).logits.sum().backward()
+    # stage 1: Local; stage 2: Local; stage 3: Global (4 blocks, one shape): 3 graphs, not 6
+    assert len(graphs) == 3
+    torch._dynamo.reset()
