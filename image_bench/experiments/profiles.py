@@ -47,9 +47,9 @@ PROFILES = {
                      helper_steps=2, eval_batch=16, checkpoint_every=2, validate_every=3,
                      helper_batch=4),
     # quick: one H100, about 20 minutes with data generation, sized from measured H100 speeds
-    # (bf16, the whole step replayed as a CUDA graph; scripts/gpu_step.py): training samples/s at
-    # batch 256 IMAGE-2 ~1,700, IMAGE-1 ~2,800, CRNN ~20,000, SVTR ~6,300, TPGSR ~5,400,
-    # C3-STISR ~2,200. Steps: at the paper's lr (1e-4) CRNN leaves CTC's all-blank phase after
+    # (bf16, compiled transformer blocks, the whole step replayed as a CUDA graph; image-bench
+    # bench, scripts/gpu_step.py): training samples/s at batch 256 IMAGE-2 ~2,350, IMAGE-1 ~3,850,
+    # CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200. Steps: at the paper's lr (1e-4) CRNN leaves CTC's all-blank phase after
     # ~500 steps of 256 and IMAGE-1 after ~650 (val accuracy 0 until then; 200 steps, the first
     # quick schedule, left every recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4
     # kept IMAGE-1 at 0% for 1,000 steps. Budget: data ~1.5 min; the four IMAGE S runs ~9 min;
