@@ -255,25 +255,30 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
             "levers": levers, "final_loss": float(last[0])}
 
 
+def profile_kernels(fn: Callable[[], object], calls: int, device: torch.device) -> list:
+    """GPU kernels of ``calls`` calls of ``fn`` (torch.profiler events with device time),
+    costliest first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    _sync(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        _sync(device)
+    events = [e for e in prof.key_averages() if getattr(e, "self_device_time_total", 0) > 0]
+    return sorted(events, key=lambda e: e.self_device_time_total, reverse=True)
+
+
 def top_kernels(name: str, device: torch.device, batch: int = 256, steps: int = 5,
                 model_kwargs: dict | None = None, top: int = 10, compile: bool = True,
                 cuda_graph: bool = True) -> list[dict]:
     """The top GPU kernels of a few optimized-mode training steps (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
     stepper, data, _, _ = _training_setup(name, device, True, batch, model_kwargs, compile,
                                           cuda_graph)
     for _ in range(5):  # past warm-up and capture
         stepper(data)
-    _sync(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            stepper(data)
-        _sync(device)
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"
-              or getattr(e, "self_device_time_total", 0) > 0]
+    events = profile_kernels(lambda: stepper(data), steps, device)
     total = sum(e.self_device_time_total for e in events) or 1.0
-    events.sort(key=lambda e: e.self_device_time_total, reverse=True)
     return [{"kernel": e.key[:120], "ms_per_step": e.self_device_time_total / 1e3 / steps,
              "share": e.self_device_time_total / total, "calls": e.count}
             for e in events[:top]]

@@ -24,8 +24,9 @@ def region_types() -> tuple[type[nn.Module], ...]:
     return (Block, MixingBlock)
 
 
-def compile_regions(model: nn.Module) -> list[str]:
-    """torch.compile every repeated block of ``model`` in place; returns their names."""
+def compile_regions(model: nn.Module, mode: str | None = None) -> list[str]:
+    """torch.compile every repeated block of ``model`` in place (``mode`` as torch.compile's);
+    returns their names."""
     types = region_types()
     # SVTR's local and global mixers differ only in their mask buffer, so each shape/mask
     # combination compiles once; the default limit of 8 would send later blocks back to eager.
@@ -33,7 +34,7 @@ def compile_regions(model: nn.Module) -> list[str]:
     compiled: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(c + ".") for c in compiled):
-            module.compile(dynamic=False)
+            module.compile(dynamic=False, mode=mode)
             compiled.append(name)
     return compiled
 
