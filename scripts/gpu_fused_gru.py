@@ -252,8 +252,8 @@ def fwd_only(gru, x, fused: bool, amp):
 PROFILES: list[str] = []
 
 
-def gru_kernels(fn, calls: int = 10) -> tuple[str, float]:
-    """Top kernels of ``calls`` calls and the GPU time of all kernels per call (ms)."""
+def profiled(fn, calls: int):
+    """Profiler events (key averages) of ``calls`` calls of ``fn``, after one warm-up call."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -262,7 +262,12 @@ def gru_kernels(fn, calls: int = 10) -> tuple[str, float]:
         for _ in range(calls):
             fn()
         torch.cuda.synchronize()
-    events = prof.key_averages()
+    return prof.key_averages()
+
+
+def gru_kernels(fn, calls: int = 10) -> tuple[str, float]:
+    """Top kernels of ``calls`` calls and the GPU time of all kernels per call (ms)."""
+    events = profiled(fn, calls)
     busy = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0)
                for e in events) / 1e3 / calls
     return table_of(events, 8), busy
@@ -365,15 +370,7 @@ def bench_gru(device, smoke: bool, best: dict) -> list[dict]:
 
 
 def kernel_table(step, steps: int = 5) -> str:
-    from torch.profiler import ProfilerActivity, profile
-
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize()
-    return table_of(prof.key_averages(), 10)
+    return table_of(profiled(step, steps), 10)
 
 
 def srb_part(device, smoke: bool) -> list[dict]:

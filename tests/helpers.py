@@ -48,3 +48,10 @@ def without_gradient(model) -> list[str]:
     """Names of trainable parameters that the last backward pass left without a gradient."""
     return [n for n, p in model.named_parameters()
             if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
+
+
+def without_gradient_after_one_update(model, batch: dict) -> list[str]:
+    """without_gradient after one SGD update on ``batch``: an STN's last layer starts at zero
+    weights (identity warp), which blocks the gradient to the layers before it until it moved."""
+    train_losses(model, batch, 2, torch.optim.SGD(model.parameters(), lr=1e-3))
+    return without_gradient(model)

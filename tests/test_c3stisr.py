@@ -14,7 +14,7 @@ from image_bench.models.base import ModelOutput
 from image_bench.models.clues import DeformableDepthwiseConv, GlyphRenderer
 from image_bench.models.recognizer import Recognizer
 from tests.helpers import make_batch as shared_batch
-from tests.helpers import train_losses, without_gradient
+from tests.helpers import train_losses, without_gradient_after_one_update
 
 FRAMES = 16
 
@@ -95,11 +95,7 @@ def test_each_clue_changes_the_sr_output():
 def test_gradient_reaches_every_trainable_parameter():
     torch.manual_seed(0)
     model = tiny_c3(stn=True)
-    batch = make_batch(2)
-    # One update first: the STN's last layer starts at zero weights, which blocks the gradient
-    # to the layers before it until it has moved.
-    train_losses(model, batch, 2, torch.optim.SGD(model.parameters(), lr=1e-3))
-    missing = without_gradient(model)
+    missing = without_gradient_after_one_update(model, make_batch(2))
     assert not missing, missing
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
 

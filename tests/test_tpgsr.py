@@ -14,7 +14,7 @@ from image_bench.models.base import ModelOutput
 from image_bench.models.clues import InfoGen, prior_dropout, text_prior_loss
 from image_bench.models.recognizer import Recognizer
 from tests.helpers import make_batch as shared_batch
-from tests.helpers import train_losses, without_gradient
+from tests.helpers import train_losses, without_gradient_after_one_update
 
 # Two shared cores: one thread avoids the oversubscription that makes small GRUs crawl.
 
@@ -95,11 +95,7 @@ def test_prior_dropout_zeroes_a_quarter_in_training_only(batch_size):
 def test_gradient_reaches_every_trainable_parameter():
     torch.manual_seed(0)
     model = tiny_tpgsr(stn=True)
-    batch = make_batch(2)
-    # The STN's last layer starts at zero weights (identity warp), which blocks the gradient to
-    # the layers before it until one update has moved it; so check after one step.
-    train_losses(model, batch, 2, torch.optim.SGD(model.parameters(), lr=1e-3))
-    missing = without_gradient(model)
+    missing = without_gradient_after_one_update(model, make_batch(2))
     assert not missing, missing
     assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
     # The TP is not detached: the SR loss alone reaches the TPG.
