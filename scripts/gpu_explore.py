@@ -9,6 +9,8 @@ batch 1 the call is a CUDA graph):
   IMAGE's 49-wide heads to 56) instead of the suite's written-out products (``vit.Attention``);
 - ``autotune``: regions compiled with ``mode="max-autotune-no-cudagraphs"`` (Triton GEMM
   templates with fused epilogues instead of cuBLAS + separate bias/activation kernels);
+- ``cudnntail``: the SR tails' 9x9 convolutions through cuDNN instead of the split product +
+  Triton shifted sum (``models.tail_conv``);
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -36,6 +38,7 @@ import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import vit
+from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention: two products and a softmax
 
@@ -53,6 +56,7 @@ BUILD = bench.build_bench_model
 
 def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
+    TailConv2d.split = "cudnntail" not in name
 
     def build(*args, **kwargs):
         model = BUILD(*args, **kwargs)
@@ -135,7 +139,7 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=1, default=str))
         if args.what == "train" and variant in args.kernels.split(","):
             use_variant(variant)
-            rows = bench.top_kernels(args.model, device)
+            rows = bench.top_kernels(args.model, device, top=30)
             report["kernels"][variant] = rows
             print(f"top kernels, {variant}:")
             for k in rows:

@@ -2,7 +2,7 @@
 
 Facts (ORIGINALS.md §3.1): conv9x9 + PReLU ("block1"), five SRBs of 64 channels, conv3x3 + BN
 ("block7"), a global skip block1 + block7, upsampling conv3x3 64->256 + PixelShuffle(2) + Mish,
-conv9x9 to the output channels and tanh. The STN runs in training only. With the optional text
+conv9x9 to the output channels (``TailConv2d``) and tanh. The STN runs in training only. With the optional text
 mask (TPGSR, C3-STISR: ``--mask``) the network takes and gives RGB + a binary mask channel.
 Without STN the 4-channel network holds 826,629 parameters, the 3-channel one 816,260.
 """
@@ -14,6 +14,7 @@ from torch import nn
 
 from image_bench.models.srb import SRB
 from image_bench.models.stn import STN
+from image_bench.models.tail_conv import TailConv2d
 
 
 def add_text_mask(images: torch.Tensor) -> torch.Tensor:
@@ -43,7 +44,7 @@ class TSRNBackbone(nn.Module):
                                     nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
                                       nn.PixelShuffle(scale), nn.Mish())
-        self.tail = nn.Conv2d(channels, io_channels, 9, padding=4)
+        self.tail = TailConv2d(channels, io_channels, 9)
 
     def prepare(self, lr: torch.Tensor) -> torch.Tensor:
         """Mask channel (if used), then the STN warp in training only."""

@@ -1,0 +1,100 @@
+"""The SR tails' wide convolution to few channels (9x9, 64 -> 3 or 4), fast on the GPU.
+
+In IMAGE-2's training step on the H100 the three 9x9 64 -> 3 tails took ~13 ms of 109 ms of
+kernels (5.4 ms per tail, forward + backward, at batch 256): cuDNN runs them as implicit GEMMs whose tiles hold 32 output channels, 3 of them used.
+:class:`TailConv2d` is an ``nn.Conv2d`` (same parameters, same state_dict) that on CUDA computes
+the same convolution as one matrix product to O*k*k planes and a shifted sum
+(``kernels.shifted_planes``): every weight tap becomes a row of a well-shaped product, and the
+shifted sum is one memory-bound pass. On the CPU, and without triton, it is ``nn.Conv2d``.
+``split_conv2d`` with :func:`sum_shifted_reference` (``F.fold``) is the same decomposition in
+plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,
+                          w: int) -> torch.Tensor:
+    """out[b, o, y, x] = sum_{i, j} z[b, (o, i, j), y + i - p, x + j - p] (+ bias), in torch.
+
+    ``F.fold`` adds plane (i', j') at offset -(i' - p): the planes go in flipped."""
+    b, rows, hw = z.shape
+    o = rows // (k * k)
+    flipped = z.view(b, o, k, k, hw).flip(2, 3).reshape(b, rows, hw)
+    out = F.fold(flipped, (h, w), k, padding=k // 2)
+    return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
+
+
+def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 sum_shifted: Callable = sum_shifted_reference) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2)`` as z = W' x (one product), then the
+    shifted sum of z's k*k planes per output channel."""
+    b, c, h, w = x.shape
+    o, _, k, _ = weight.shape
+    taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)  # row (o, i, j) = w[o, :, i, j]
+    # bmm on the broadcast taps: torch.matmul would fold the batch into one product through
+    # transposed copies of x and z (16 ms of copies per IMAGE-2 training step on the H100).
+    z = torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))  # (B, O*k*k, H*W)
+    return sum_shifted(z, bias, k, h, w)
+
+
+@functools.cache
+def _triton_sum_shifted() -> Callable | None:
+    """The Triton shifted sum as an autograd Function, or None without triton."""
+    try:
+        from image_bench.kernels import shifted_planes as kernels
+    except ImportError as err:  # the CPU build of torch has no triton
+        warnings.warn(f"Triton tail convolution unavailable ({err}); using nn.Conv2d",
+                      stacklevel=3)
+        return None
+
+    class SumShifted(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, bias, k, h, w):
+            ctx.k, ctx.bias_dtype = k, None if bias is None else bias.dtype
+            return kernels.sum_shifted(z, bias, k, h, w)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            grad_bias = None
+            if ctx.bias_dtype is not None:
+                grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+            return kernels.gather_shifted(grad_out, ctx.k), grad_bias, None, None, None
+
+    return SumShifted.apply
+
+
+class TailConv2d(nn.Conv2d):
+    """A stride-1, 'same'-padded k x k ``nn.Conv2d`` that runs split on CUDA (see the module)
+    for batches of at least ``split_min_batch``.
+
+    H100, bf16, 9x9 64 -> 3 at 32 x 128 (scripts/gpu_tail_conv.py): batch 256 forward + backward
+    cuDNN 5.38 ms, split 2.18 ms; batch-1 forward cuDNN 0.195 ms, split 0.266 ms. Batches in
+    between were not measured; 32 keeps the batch-1 latency path on cuDNN with a margin.
+    ``TailConv2d.split = False`` turns the split path off (the benchmarks compare both)."""
+
+    split = True
+    split_min_batch = 32
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"a 'same' tail convolution needs an odd kernel, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.split and x.is_cuda and x.dim() == 4 and x.shape[0] >= self.split_min_batch:
+            sum_shifted = _triton_sum_shifted()
+            if sum_shifted is not None:
+                return split_conv2d(x, self.weight, self.bias, sum_shifted)
+        return super().forward(x)
+
+
+__all__ = ["TailConv2d", "split_conv2d", "sum_shifted_reference"]

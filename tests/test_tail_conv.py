@@ -1,0 +1,52 @@
+"""CPU tests of the split tail convolution (``models.tail_conv``).
+
+The Triton shifted sum runs on the GPU (scripts/gpu_tail_conv.py, through the device tool). Here:
+the decomposition it implements (one product to O*k*k planes, then a shifted sum) against
+``F.conv2d`` in float64, forward and every gradient, and that ``TailConv2d`` is ``nn.Conv2d`` on
+the CPU with the same state_dict.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from image_bench.models.tail_conv import TailConv2d, split_conv2d
+
+
+@pytest.mark.parametrize("shape,out_channels,k", [
+    ((2, 64, 8, 16), 3, 9),   # the SR tail, on a small map
+    ((1, 5, 3, 7), 4, 9),     # a kernel wider than the map: most taps fall outside
+    ((3, 6, 5, 5), 2, 3),
+    ((1, 1, 1, 1), 1, 1),
+])
+def test_split_convolution_equals_conv2d_with_every_gradient(shape, out_channels, k):
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(out_channels, shape[1], k, k, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
+
+    expected = F.conv2d(x, weight, bias, padding=k // 2)
+    got = split_conv2d(x, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
+                    torch.autograd.grad(expected, (x, weight, bias), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_tail_conv_is_conv2d_on_the_cpu_with_the_same_state_dict():
+    torch.manual_seed(0)
+    reference = nn.Conv2d(64, 3, 9, padding=4)
+    tail = TailConv2d(64, 3, 9)
+    assert set(tail.state_dict()) == {"weight", "bias"}
+    tail.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 64, 6, 10)
+    torch.testing.assert_close(tail(x), reference(x), rtol=0, atol=0)
+
+
+def test_tail_conv_refuses_an_even_kernel():
+    with pytest.raises(ValueError, match="odd kernel"):
+        TailConv2d(64, 3, 8)
