@@ -11,6 +11,8 @@ batch 1 the call is a CUDA graph):
   templates with fused epilogues instead of cuBLAS + separate bias/activation kernels);
 - ``cudnntail``: the SR tails' 9x9 convolutions through cuDNN instead of the split product +
   Triton shifted sum (``models.tail_conv``);
+- ``nofuse``: inference blocks as compiled blocks instead of four Triton launches
+  (``models.fused_block``);
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -19,7 +21,8 @@ DIR/explore_<what>.json, with the top kernels of the variants named in --kernels
 Measured so far (H100, torch 2.11): training IMAGE-2 samples/s sdpa 2,164, written-out 2,306-2,330,
 +autotune (sdpa) 2,224 at 365 s of compilation, +cl 2,398; batch-1 IMAGE-2 ms sdpa 6.62,
 written-out 6.46-7.23, +autotune 6.17, +bf16 weights 5.26 (2,982 -> 1,729 kernels per call;
-bf16 weight copies are now part of the bench's optimized mode, so ``base`` includes them).
+bf16 weight copies are now part of the bench's optimized mode, so ``base`` includes them);
+split SR tails (commit 61180b9): training ``cudnntail`` 2,355, ``base`` 2,587.
 """
 
 from __future__ import annotations
@@ -52,11 +55,13 @@ def sdpa_forward(self, x, mask=None):
 
 
 BUILD = bench.build_bench_model
+FUSE = bench.fuse_blocks_for_inference
 
 
 def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     TailConv2d.split = "cudnntail" not in name
+    bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
 
     def build(*args, **kwargs):
         model = BUILD(*args, **kwargs)
@@ -78,9 +83,10 @@ def use_variant(name: str) -> None:
 
 
 def batch1_kernels(model, device, replays: int = 20, top: int = 12) -> dict:
-    """Kernels of the batch-1 call as the optimized mode runs it (a bf16 copy, compiled blocks,
-    replayed as a CUDA graph): how many, and the costliest."""
+    """Kernels of the batch-1 call as the optimized mode runs it (a bf16 copy, Triton or compiled
+    blocks, replayed as a CUDA graph): how many, and the costliest."""
     fast = copy.deepcopy(model).to(torch.bfloat16).eval()
+    bench.fuse_blocks_for_inference(fast)
     bench.compile_regions(fast)
 
     def run(lr):

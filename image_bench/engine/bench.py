@@ -8,7 +8,8 @@ resized to their input; joint models (IMAGE) read their own output. Helper netwo
 
 Modes:
 - ``eager``: fp32, no compilation;
-- ``optimized``: bf16 weights under bf16 autocast (inference), ``torch.compile`` of the repeated
+- ``optimized``: bf16 weights under bf16 autocast (inference), transformer blocks as four Triton
+  launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
   transformer blocks (``engine.optimize``), channels_last when a
   short trial shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1
   call is dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
@@ -33,6 +34,7 @@ from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
+from image_bench.models.fused_block import fuse_blocks_for_inference
 from image_bench.models.recognizer import resize_for_recognizer
 
 
@@ -130,6 +132,8 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
         m.eval()
     fn = pipeline(model, recognizer)
     levers: dict = {"bf16_weights": amp}
+    if amp:  # small batches: transformer blocks as four Triton launches (models/fused_block.py)
+        levers["triton_blocks"] = sum(fuse_blocks_for_inference(m) for m in modules)
 
     def base(lr):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
