@@ -7,7 +7,7 @@
    too): IMAGE's D = 196 with 32 and 64 tokens, batch 1 and 16, odd shapes (17 tokens, 3
    samples; D = 64 with 2 heads), bf16 and fp32 inputs. Limit: 1e-2 relative error.
 2. Speed of one block (bf16, CUDA events, CUDA graph): compiled ``vit.Block`` vs the kernels,
-   batch 1, 32 and 64 tokens.
+   batch 1, 32 and 64 tokens; then the column-tile widths of the launches (64 or 32).
 Results go to stdout and DIR/fused_block.json.
 """
 
@@ -73,6 +73,29 @@ def speed(batch: int, tokens: int) -> dict:
     return row
 
 
+def tile_widths(tokens: int = 32) -> list[dict]:
+    """One block at batch 1 with the launches' column tiles at 64 or 32 (BLOCK_N of the linear
+    launches, ATTN_BLOCK_N of the attention launch): narrower tiles, more programs."""
+    from image_bench.kernels import block_kernels as bk
+
+    block = _random_block(196, 4)
+    x = torch.randn(1, tokens, 196, device="cuda", dtype=torch.bfloat16)
+    rows = []
+    for linear, attention in ((64, 64), (32, 64), (64, 32), (32, 32)):
+        bk.BLOCK_N, bk.ATTN_BLOCK_N = linear, attention
+
+        def run(inp):
+            with torch.no_grad():
+                return InferenceBlock(block)(inp)
+
+        times = sorted(time_call(_cuda_graph(run, x), torch.device("cuda"), 200, 20))
+        rows.append({"BLOCK_N": linear, "ATTN_BLOCK_N": attention,
+                     "us": times[len(times) // 2] * 1e3})
+        print(f"tiles linear {linear}, attention {attention}: {rows[-1]['us']:.1f} us", flush=True)
+    bk.BLOCK_N, bk.ATTN_BLOCK_N = 32, 32  # the defaults
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/fused_block")
@@ -92,6 +115,7 @@ def main() -> None:
         print(f"one block, batch {batch}, {tokens} tokens, bf16, CUDA graph: compiled "
               f"{r['compiled_ms'] * 1e3:.1f} us, Triton {r['fused_ms'] * 1e3:.1f} us "
               f"({r['speedup']:.2f}x)", flush=True)
+    report["tile_widths"] = tile_widths()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fused_block.json").write_text(json.dumps(report, indent=1, default=str))

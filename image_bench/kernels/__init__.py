@@ -1,7 +1,13 @@
 """Hand-written kernels for the hot spots of the suite.
 
 ``bigru`` is pure torch (parameter packing, the autograd Function, a reference recurrence) and
-imports anywhere. ``fused_gru`` holds the Triton recurrence and imports triton: only
-``image_bench.models.gru`` imports it, lazily, on the first CUDA call. Never import
-``fused_gru`` from code that must run on the CPU build of torch.
+imports anywhere. The Triton modules import triton, and each is imported lazily, on the first
+CUDA call, by the one model module that uses it:
+
+- ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
+- ``shifted_planes``: the shifted sum behind the split SR tails (``models.tail_conv``);
+- ``block_kernels``: a transformer block in four launches for small-batch inference
+  (``models.fused_block``).
+
+Never import them from code that must run on the CPU build of torch.
 """

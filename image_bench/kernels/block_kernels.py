@@ -9,9 +9,11 @@ kernels of ~2.7 us per call on the H100. Here a block is
     h   = GELU(LN2(x1) W_1^T + b_1)                   _norm_linear_kernel
     out = x1 + h W_2^T + b_2                          _linear_residual_kernel
 
-each launch spread over output-column tiles, so a block runs on several SMs at once. (One
-kernel per block, one program per sample, was tried first: right values, but 84 us per block
-on one SM, slower than the compiled block; docs/speed.md.)
+each launch spread over 32-wide output-column tiles, so a block runs on several SMs at once.
+H100, bf16, batch 1, 32 tokens, CUDA graph (scripts/gpu_fused_block.py): compiled block 40.3 us,
+these launches 27.1 us (30.1 us with 64-wide tiles); IMAGE-2's batch-1 call 5.40 -> 3.96 ms,
+1,729 -> 682 kernels. (One kernel per block, one program per sample, was tried first: right
+values, but 84 us per block on one SM, slower than the compiled block; docs/speed.md.)
 
 Tiles are padded to powers of two with masked loads: D <= 256 (the LayerNorm holds a whole row)
 and N <= 64 tokens (one sample's attention in one tile). Products in the weights' dtype with
@@ -27,7 +29,8 @@ import triton.language as tl
 
 MAX_DIM = 256
 MAX_TOKENS = 64
-BLOCK_N = 64  # output columns per program
+BLOCK_N = 32  # output columns per program of the three linear launches
+ATTN_BLOCK_N = 32  # output columns per program of the attention + projection launch
 
 
 @triton.jit
@@ -141,9 +144,9 @@ def block_forward(block, x: torch.Tensor) -> torch.Tensor:
         3 * d, block.norm1.eps, D=d, D_PAD=_pow2(d), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
         GELU=False, num_warps=4)
     x1 = torch.empty((b, n, d), dtype=out_dtype, device=x.device)
-    _attention_proj_kernel[(b, triton.cdiv(d, BLOCK_N))](
+    _attention_proj_kernel[(b, triton.cdiv(d, ATTN_BLOCK_N))](
         qkv, x, attn.proj.weight, attn.proj.bias, x1, n, attn.scale, D=d, HEADS=attn.heads,
-        N_PAD=_pow2(n), HD_PAD=_pow2(d // attn.heads), BLOCK_N=BLOCK_N, num_warps=4)
+        N_PAD=_pow2(n), HD_PAD=_pow2(d // attn.heads), BLOCK_N=ATTN_BLOCK_N, num_warps=4)
     h = torch.empty((b, n, hidden), dtype=wdt, device=x.device)
     _norm_linear_kernel[(row_tiles, triton.cdiv(hidden, BLOCK_N))](
         x1, block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, h, rows, hidden,
