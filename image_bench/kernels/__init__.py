@@ -11,3 +11,19 @@ CUDA call, by the one model module that uses it:
 
 Never import them from code that must run on the CPU build of torch.
 """
+
+import functools
+import importlib
+import warnings
+
+
+@functools.cache
+def triton_module(name: str):
+    """``image_bench.kernels.<name>``, imported on first use; None, with one warning, where triton
+    is missing (the CPU build of torch), so the caller keeps its torch path."""
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ImportError as err:
+        warnings.warn(f"Triton kernels {__name__}.{name} unavailable ({err}); the torch path runs "
+                      "instead", stacklevel=3)
+        return None

@@ -10,12 +10,10 @@ CPU or without triton it is the block itself.
 
 from __future__ import annotations
 
-import functools
-import warnings
-
 import torch
 from torch import nn
 
+from image_bench.kernels import triton_module
 from image_bench.models.vit import Block
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
@@ -24,14 +22,8 @@ WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
 MAX_ROWS = 512
 
 
-@functools.cache
 def _kernels():
-    try:
-        from image_bench.kernels import block_kernels
-    except ImportError as err:  # the CPU build of torch has no triton
-        warnings.warn(f"fused transformer block unavailable ({err})", stacklevel=3)
-        return None
-    return block_kernels
+    return triton_module("block_kernels")
 
 
 def fused_block_applies(block: Block, x: torch.Tensor, mask: torch.Tensor | None) -> bool:

@@ -8,10 +8,10 @@ is imported here lazily, on the first CUDA call, and never on a CPU-only machine
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 from torch import nn
+
+from image_bench.kernels import triton_module
 
 _fused = None  # the fused implementation: set by register_fused_gru or the lazy import below
 _supports = None  # its eligibility check (gru, x) -> bool, when it has one
@@ -39,12 +39,9 @@ def _load_fused() -> None:
     """Import the Triton path once; without triton (or with a broken one) nn.GRU stays."""
     global _import_tried
     _import_tried = True
-    try:
-        from image_bench.kernels.fused_gru import fused_bigru, supports
-    except ImportError as err:  # no triton: the CPU build of torch, or a stripped install
-        warnings.warn(f"fused GRU unavailable ({err}); using nn.GRU", stacklevel=3)
-        return
-    register_fused_gru(fused_bigru, supports)
+    kernels = triton_module("fused_gru")
+    if kernels is not None:
+        register_fused_gru(kernels.fused_bigru, kernels.supports)
 
 
 def fused_gru_available() -> bool:

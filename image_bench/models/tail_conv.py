@@ -13,12 +13,13 @@ plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from image_bench.kernels import triton_module
 
 
 def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,
@@ -49,11 +50,8 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 @functools.cache
 def _triton_sum_shifted() -> Callable | None:
     """The Triton shifted sum as an autograd Function, or None without triton."""
-    try:
-        from image_bench.kernels import shifted_planes as kernels
-    except ImportError as err:  # the CPU build of torch has no triton
-        warnings.warn(f"Triton tail convolution unavailable ({err}); using nn.Conv2d",
-                      stacklevel=3)
+    kernels = triton_module("shifted_planes")
+    if kernels is None:
         return None
 
     class SumShifted(torch.autograd.Function):
