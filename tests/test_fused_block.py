@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.models.fused_block import (InferenceBlock, fuse_blocks_for_inference,
-                                            fused_block_applies)
+from image_bench.models.fused_block import (
+    InferenceBlock,
+    fuse_blocks_for_inference,
+    fused_block_applies,
+)
 from image_bench.models.image_parts import TransformerStack
 
 

@@ -46,12 +46,14 @@ PROFILES = {
                      pretrain_steps=3, pretrain_batch=4, finetune_steps=2, finetune_batch=4,
                      helper_steps=2, eval_batch=16, checkpoint_every=2, validate_every=3,
                      helper_batch=4),
-    # quick: one H100, about 20 minutes with data generation, sized from measured H100 speeds
-    # (bf16, compiled transformer blocks, the whole step replayed as a CUDA graph; image-bench
-    # bench, scripts/gpu_step.py): training samples/s at batch 256 IMAGE-2 ~2,350, IMAGE-1 ~3,850,
-    # CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200. Steps: at the paper's lr (1e-4) CRNN leaves CTC's all-blank phase after
-    # ~500 steps of 256 and IMAGE-1 after ~650 (val accuracy 0 until then; 200 steps, the first
-    # quick schedule, left every recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4
+    # quick: one H100, sized for about 20 minutes with data generation (measured: 21.3 minutes of
+    # `run all` in three resumed calls, commit 61180b9) from measured H100 speeds (bf16, compiled
+    # transformer blocks, split SR tails, the whole step replayed as a CUDA graph; image-bench
+    # bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch 256 IMAGE-2 ~2,590,
+    # IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200. Steps: at the
+    # paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256 and IMAGE-1
+    # after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule, left every
+    # recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4
     # kept IMAGE-1 at 0% for 1,000 steps. Budget: data ~1.5 min; the four IMAGE S runs ~9 min;
     # everything else ~10 min (fine-tuning 500 x 64, helpers 500 x 64, evaluation, costs,
     # latency, figures). Far shorter than the paper's schedules: the models are undertrained

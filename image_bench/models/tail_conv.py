@@ -1,7 +1,8 @@
 """The SR tails' wide convolution to few channels (9x9, 64 -> 3 or 4), fast on the GPU.
 
 In IMAGE-2's training step on the H100 the three 9x9 64 -> 3 tails took ~13 ms of 109 ms of
-kernels (5.4 ms per tail, forward + backward, at batch 256): cuDNN runs them as implicit GEMMs whose tiles hold 32 output channels, 3 of them used.
+kernels (5.4 ms per tail, forward + backward, at batch 256): cuDNN runs them as implicit GEMMs
+whose tiles hold 32 output channels, 3 of them used.
 :class:`TailConv2d` is an ``nn.Conv2d`` (same parameters, same state_dict) that on CUDA computes
 the same convolution as one matrix product to O*k*k planes and a shifted sum
 (``kernels.shifted_planes``): every weight tap becomes a row of a well-shaped product, and the

@@ -2,8 +2,9 @@
 
 Facts (ORIGINALS.md §3.1): conv9x9 + PReLU ("block1"), five SRBs of 64 channels, conv3x3 + BN
 ("block7"), a global skip block1 + block7, upsampling conv3x3 64->256 + PixelShuffle(2) + Mish,
-conv9x9 to the output channels (``TailConv2d``) and tanh. The STN runs in training only. With the optional text
-mask (TPGSR, C3-STISR: ``--mask``) the network takes and gives RGB + a binary mask channel.
+conv9x9 to the output channels (``TailConv2d``) and tanh. The STN runs in training only. With
+the optional text mask (TPGSR, C3-STISR: ``--mask``) the network takes and gives RGB + a binary
+mask channel.
 Without STN the 4-channel network holds 826,629 parameters, the 3-channel one 816,260.
 """
 
