@@ -4,8 +4,11 @@ only when used, so ``image-bench --help`` is instant and a broken area names its
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
+
+from image_bench.engine.interrupt import Stopped, stop_signals
 
 # name -> (module, attribute, one-line help shown by `image-bench --help`)
 COMMANDS = {
@@ -32,6 +35,16 @@ class LazyGroup(click.Group):
             return None
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
+
+    def main(self, *args, **kwargs):
+        # SIGTERM / Ctrl-C: training saves its step and `finally` blocks run (engine/interrupt.py);
+        # the exit status is the shell's for that signal (143 / 130).
+        with stop_signals():
+            try:
+                return super().main(*args, **kwargs)
+            except Stopped as e:
+                click.echo(f"image-bench: {e}", err=True)
+                sys.exit(e.exit_code)
 
     def format_commands(self, ctx, formatter):
         rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]

@@ -9,7 +9,7 @@
 # records that way and had to redo them.) Packs the store, the tables, the figures and each
 # run's log and loss curve into $OUT/reproduction.tar.gz; copy runs/results/store into
 # results/store here and `image-bench report all --profile PROFILE --results results` writes
-# the tables.
+# the tables. The device tool's cap is 600 s a command: keep SECONDS + 20 under it.
 set -uo pipefail
 profile=${1:-quick}
 seconds=${2:-540}
@@ -19,7 +19,9 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
 export IMAGE_BENCH_CACHE=$PWD/.cache/image-bench IMAGE_BENCH_RUNS=$PWD/runs
 mkdir -p runs/results
 start=$(date +%s)
-timeout "$seconds" python3 -m image_bench.cli run all --profile "$profile" --device cuda \
+# SIGTERM at the limit: the training run in flight saves its step and the stage log says
+# "stopped" (engine/interrupt.py); SIGKILL 20 s later if the process has not gone by then.
+timeout -k 20 "$seconds" python3 -m image_bench.cli run all --profile "$profile" --device cuda \
     --results runs/results --quiet 2>&1 | grep -v -i "warn" | tee -a runs/driver.log
 status=${PIPESTATUS[0]}
 echo "run all: exit $status after $(( $(date +%s) - start )) s"

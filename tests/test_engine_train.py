@@ -2,7 +2,9 @@
 
 import json
 import os
+import signal
 import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +15,7 @@ from torch import nn
 
 from image_bench import charset
 from image_bench.engine.checkpoint import load_checkpoint, load_model
+from image_bench.engine.interrupt import Stopped, deferred_stop, stop_signals, take_stop_request
 from image_bench.engine.train import NonFiniteLossError, train_run
 from image_bench.experiments.config import RunConfig
 from image_bench.models.base import ModelOutput, register
@@ -138,3 +141,41 @@ def test_ddp_two_processes_equal_one_process_with_whole_batch(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "two" / "env.json").read_text())["world_size"] == 2
+
+
+def test_sigterm_saves_the_step_in_flight_and_resumes_identically(tmp_path):
+    """A time limit's SIGTERM lands mid-run: the run stops after that step with a checkpoint at
+    it (not at the last multiple of checkpoint_every), and the resumed run ends with the same
+    weights as one that was never stopped."""
+    c = cfg()
+    common = dict(device="cpu", progress=False, data=DATA, checkpoint_every=4, validate_every=3)
+    train_run(c, tmp_path / "a", **common)
+
+    def term(step):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with stop_signals():
+        with pytest.raises(Stopped, match=r"SIGTERM: run .* saved at step 3 of 6"):
+            train_run(c, tmp_path / "b", on_step=term, **common)
+        assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 3
+        train_run(c, tmp_path / "b", **common)
+    assert_same(weights(tmp_path / "a" / "last.pt"), weights(tmp_path / "b" / "last.pt"))
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "b" / "log.jsonl").open())
+             if r["event"] == "step"]
+    assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_stop_signals_outside_training_and_twice():
+    with stop_signals():
+        with pytest.raises(Stopped) as stopped:  # no training loop to wait for: at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        assert stopped.value.exit_code == 143
+        with pytest.raises(Stopped, match="SIGINT"), deferred_stop():
+            os.kill(os.getpid(), signal.SIGTERM)  # deferred: waits for the loop to look
+            assert take_stop_request() == signal.SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)  # a second one while the first waits: at once
+            time.sleep(5)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

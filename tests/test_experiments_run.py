@@ -149,8 +149,8 @@ def fakes(monkeypatch, tmp_path):
 
     orig = runner.DataIndex.__init__
 
-    def init(self, results, profile, data_root, *, resolve=None):
-        orig(self, results, profile, data_root, resolve=fake_resolve)
+    def init(self, results, profile, data_root, *, resolve=None, stage=None):
+        orig(self, results, profile, data_root, resolve=fake_resolve, stage=stage)
 
     monkeypatch.setattr(runner.DataIndex, "__init__", init)
     monkeypatch.setenv("IMAGE_BENCH_RUNS", str(tmp_path / "runs"))
@@ -178,11 +178,29 @@ def test_run_all_tables_fills_every_row_and_trains_each_run_once(fakes):
     assert "\\toprule" in tex and "\\bottomrule" in tex and tex.count("\\\\\n") == 16
     assert "(83.6)" in tex  # the paper's value beside ours
     stages = [json.loads(x) for x in (results / "stages.jsonl").read_text().splitlines()]
-    assert "train S" in stages[-1]["stages"] and stages[-1]["wall_s"] > 0
+    assert {"train S", "data"} <= set(stages[-1]["stages"]) and stages[-1]["wall_s"] > 0
+    assert stages[-1]["outcome"] == "done"
+    assert sum(stages[-1]["stages"].values()) <= stages[-1]["wall_s"] + 0.01  # no double count
 
     CALLS.clear()  # a second run finds everything in the store
     res = _run(["run", "all", "--results", str(results), "--no-figures", "--quiet"])
     assert res.exit_code == 0 and CALLS == []
+
+
+def test_nested_stages_charge_the_innermost(monkeypatch, tmp_path):
+    import image_bench.experiments.runner as runner
+
+    now = [0.0]
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: now[0])
+    r = runner.Runner(tmp_path, "smoke", compute=False)
+    with r.stage("train S"):
+        now[0] += 2
+        with r.stage("data"):  # a data set made inside a training run
+            now[0] += 5
+        now[0] += 1
+    with r.stage("data"):
+        now[0] += 1
+    assert dict(r.stage_wall) == {"train S": 3, "data": 6}
 
 
 def test_seeds_give_mean_and_std(fakes):
@@ -232,8 +250,8 @@ import test_experiments_run as t
 t.install_fakes()
 import image_bench.experiments.runner as runner
 orig = runner.DataIndex.__init__
-def init(self, results, profile, data_root, *, resolve=None):
-    orig(self, results, profile, data_root, resolve=t.fake_resolve)
+def init(self, results, profile, data_root, *, resolve=None, stage=None):
+    orig(self, results, profile, data_root, resolve=t.fake_resolve, stage=stage)
 runner.DataIndex.__init__ = init
 from image_bench.cli import main
 main(["run", "table1", "--results", {results!r}, "--quiet"])
@@ -281,3 +299,28 @@ def test_sigkill_mid_training_resumes_without_losing_or_duplicating(fakes):
     assert tpgsr[0]["result"]["resumed"] is True
     evals = store.records("eval")
     assert len({r["key"] for r in evals}) == len(evals) == 15
+
+
+def test_sigterm_stops_cleanly_and_logs_the_stopped_session(fakes):
+    """A time limit's SIGTERM: exit status 143, the stage log says 'stopped', a rerun finishes."""
+    results = fakes / "results"
+    started = fakes / "started"
+    env = {**os.environ, "FAKE_SLOW_MODEL": "tpgsr", "FAKE_STARTED": str(started)}
+    proc = _spawn(results, env)
+    deadline = time.time() + 60
+    while not started.exists():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopped by SIGTERM" in out
+    sessions = [json.loads(line) for line in (results / "stages.jsonl").open()]
+    assert [s["outcome"] for s in sessions] == ["stopped"]
+    assert sessions[0]["stages"]["train STISR"] > 0  # where the slow fake (TPGSR) sat
+    rerun = _spawn(results, env)
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, out
+    assert [json.loads(line)["outcome"] for line in (results / "stages.jsonl").open()] == [
+        "stopped", "done"]

@@ -39,6 +39,12 @@ def compile_regions(model: nn.Module, mode: str | None = None) -> list[str]:
     return compiled
 
 
+def compile_pays(model: nn.Module, samples: int) -> bool:
+    """Whether a training run of ``samples`` repays compiling ``model``'s blocks (its measured
+    break-even, ``compile_pays_from``; 0 for models that did not measure one)."""
+    return samples >= getattr(model, "compile_pays_from", 0)
+
+
 def configure_cuda() -> None:
     """TF32 for the float32 matrix products that stay outside bf16 autocast (losses, CTC heads)."""
     torch.backends.cuda.matmul.allow_tf32 = True

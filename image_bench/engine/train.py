@@ -19,6 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,8 @@ from image_bench.engine.checkpoint import (
 from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import compile_regions, configure_cuda
+from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
+from image_bench.engine.optimize import compile_pays, compile_regions, configure_cuda
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -302,8 +304,10 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
     """Train ``cfg`` in ``run_dir`` (resuming from its last checkpoint) and return best.pt.
 
     ``compile``: on a GPU, torch.compile the repeated transformer blocks (engine/optimize.py;
-    IMAGE-2 trains 1,680 -> 2,306 samples/s on the H100, graphed, at ~15-50 s of compilation);
-    ignored on the CPU, where compiling takes longer than the short runs it would speed up.
+    IMAGE-2 trains 1,680 -> 2,306 samples/s on the H100, graphed, at ~15-50 s of compilation)
+    when the run is long enough to repay it (``model.compile_pays_from`` samples); ignored on
+    the CPU, where compiling takes longer than the short runs it would speed up. A stop signal
+    (engine/interrupt.py) ends the run after the step in flight, saved in last.pt.
     Extra keywords (all optional): ``data`` = {'train': TensorSet, 'val': TensorSet or absent}
     instead of resolving ``cfg.data``; ``checkpoint_every``/``validate_every`` instead of the
     profile's; ``on_step(step)`` called after every step (tests use it to simulate a kill).
@@ -381,7 +385,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         start, best_score = resume["step"], resume.get("best_score")
         _set_rng_state(resume["rng"], device)
         events.append({"event": "resume", "step": start})
-    compile = compile and device.type == "cuda"
+    compile = compile and device.type == "cuda" and compile_pays(model, cfg.steps * cfg.batch_size)
     if compile:
         compiled_regions = compile_regions(model)
     step_module: torch.nn.Module = StepModule(model)
@@ -447,42 +451,53 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
                      "config": cfg.to_dict()}, last_path)
 
     graph_noted = False
-    try:
-        for step in range(start, cfg.steps):
-            pending.append((step + 1, stepper(train_rs.batch(order.indices(step),
-                                                              lengths_on_device=graphed))))
-            if graphed and not graph_noted and (stepper.captured or stepper.failure):
-                graph_noted = True  # say once whether the step runs as a graph or eagerly
-                if d.main:
-                    event = ({"event": "cuda_graph_failed", "error": stepper.failure}
-                             if stepper.failure else {"event": "cuda_graph_captured"})
+    # A stop signal ends the run after the step in flight, with a checkpoint at that step (one
+    # process only: the ranks of a torchrun job could stop at different steps and hang).
+    stop_point = deferred_stop() if d.world == 1 else nullcontext()
+    with stop_point:
+        try:
+            for step in range(start, cfg.steps):
+                pending.append((step + 1, stepper(train_rs.batch(order.indices(step),
+                                                                  lengths_on_device=graphed))))
+                if graphed and not graph_noted and (stepper.captured or stepper.failure):
+                    graph_noted = True  # say once whether the step runs as a graph or eagerly
+                    if d.main:
+                        event = ({"event": "cuda_graph_failed", "error": stepper.failure}
+                                 if stepper.failure else {"event": "cuda_graph_captured"})
+                        with log_path.open("a") as f:
+                            f.write(json.dumps({**event, "step": step + 1}) + "\n")
+                n_block += 1
+                done = step + 1
+                if on_step is not None:
+                    on_step(done)
+                is_val = val_ts is not None and (done % val_every == 0 or done == cfg.steps)
+                is_ckpt = done % ckpt_every == 0 or done == cfg.steps
+                if done % log_every == 0 or is_val or is_ckpt:
+                    flush()
+                if is_val and d.main:
+                    res = validate(model, val_ts, val_rs, cfg.batch_size, device)
+                    improved = res["score"] is not None and (best_score is None
+                                                            or res["score"] > best_score)
+                    if improved:
+                        best_score = res["score"]
+                        atomic_save({"model": model_state(model), "step": done,
+                                     "score": best_score, "key": cfg.key(),
+                                     "config": cfg.to_dict()}, best_path)
                     with log_path.open("a") as f:
-                        f.write(json.dumps({**event, "step": step + 1}) + "\n")
-            n_block += 1
-            done = step + 1
-            if on_step is not None:
-                on_step(done)
-            is_val = val_ts is not None and (done % val_every == 0 or done == cfg.steps)
-            is_ckpt = done % ckpt_every == 0 or done == cfg.steps
-            if done % log_every == 0 or is_val or is_ckpt:
-                flush()
-            if is_val and d.main:
-                res = validate(model, val_ts, val_rs, cfg.batch_size, device)
-                improved = res["score"] is not None and (best_score is None
-                                                        or res["score"] > best_score)
-                if improved:
-                    best_score = res["score"]
-                    atomic_save({"model": model_state(model), "step": done,
-                                 "score": best_score, "key": cfg.key(),
-                                 "config": cfg.to_dict()}, best_path)
-                with log_path.open("a") as f:
-                    f.write(json.dumps({"event": "val", "step": done, "best": improved, **res})
-                            + "\n")
-            if is_ckpt and d.main:
-                save_last(done)
-        flush()
-    finally:
-        bar.close()
+                        f.write(json.dumps({"event": "val", "step": done, "best": improved, **res})
+                                + "\n")
+                if is_ckpt and d.main:
+                    save_last(done)
+                signum = take_stop_request()
+                if signum is not None:
+                    flush()
+                    if not is_ckpt:
+                        save_last(done)
+                    raise Stopped(signum, f"run {cfg.key()} ({cfg.model}) saved at step {done} of "
+                                          f"{cfg.steps} in {last_path}; run again to resume")
+            flush()
+        finally:
+            bar.close()
     if d.main and (val_ts is None or not best_path.exists()):
         # Without a 'val' split there is nothing to select on: the final weights are the best.
         atomic_save({"model": model_state(model), "step": cfg.steps, "score": None,

@@ -51,6 +51,7 @@ def _stage_summary(runner, total: float, console) -> None:
     t.add_column("seconds", justify="right")
     for name, secs in sorted(runner.stage_wall.items()):
         t.add_row(name, f"{secs:.1f}")
+    t.add_row("outside stages", f"{total - sum(runner.stage_wall.values()):.1f}")
     t.add_row("[bold]total[/]", f"[bold]{total:.1f}[/]")
     console.print(t)
 
@@ -78,6 +79,7 @@ def run(table, profile, seeds, results, device, data_root, compile_, figures, qu
                     compile=compile_, progress=not quiet, console=console)
     _check_store(runner, console)
     t0 = time.perf_counter()
+    outcome = "stopped"  # until the end is reached: an error or a stop signal leaves it so
     try:
         for seed in range(seeds):
             for name in names:
@@ -98,12 +100,15 @@ def run(table, profile, seeds, results, device, data_root, compile_, figures, qu
                 for fig in ("fig3", "fig4"):
                     for path in draw_figure(fig, runner, results.resolve().parent / "figures"):
                         console.print(f"wrote {path}")
+        outcome = "done"
     except StoreError as e:
+        outcome = "error"
         console.print(f"[red]error:[/] {e}")
         sys.exit(1)
     finally:
         total = time.perf_counter() - t0
-        log = runner.write_stage_log(f"run {table} --profile {profile} --seeds {seeds}", total)
+        log = runner.write_stage_log(f"run {table} --profile {profile} --seeds {seeds}", total,
+                                     outcome)
         _stage_summary(runner, total, console)
         console.print(f"stage times appended to {log}")
 
@@ -139,16 +144,19 @@ def ablate(no_guidance_loss, no_guidance, iterations, profile, seeds, results, d
                     progress=not quiet, console=console)
     _check_store(runner, console)
     t0 = time.perf_counter()
+    outcome = "stopped"
     try:
         for seed in range(seeds):
             for row in spec.rows(runner.plan(seed)):
                 spec.values(row, runner)
         built = build_table(spec, runner, list(range(seeds)), paper_alias={"average": "accuracy"})
+        outcome = "done"
     except StoreError as e:
+        outcome = "error"
         console.print(f"[red]error:[/] {e}")
         sys.exit(1)
     finally:
-        runner.write_stage_log("ablate", time.perf_counter() - t0)
+        runner.write_stage_log("ablate", time.perf_counter() - t0, outcome)
     print_ablation(built, console)
     click.echo(to_markdown(built))
 

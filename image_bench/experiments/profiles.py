@@ -47,9 +47,12 @@ PROFILES = {
                      helper_steps=2, eval_batch=16, checkpoint_every=2, validate_every=3,
                      helper_batch=4),
     # quick: one H100, sized for about 20 minutes with data generation (measured: 21.3 minutes of
-    # `run all` in three resumed calls, commit 61180b9) from measured H100 speeds (bf16, compiled
-    # transformer blocks, split SR tails, the whole step replayed as a CUDA graph; image-bench
-    # bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch 256 IMAGE-2 ~2,590,
+    # `run all` in three calls cut by SIGKILL, commit 61180b9; since then a cut saves the step
+    # in flight, SVTR trains uncompiled at this length, and synth is 300k pairs, not 500k: an S
+    # run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100 speeds
+    # (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA graph;
+    # image-bench bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch 256
+    # IMAGE-2 ~2,590,
     # IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200. Steps: at the
     # paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256 and IMAGE-1
     # after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule, left every
@@ -58,7 +61,7 @@ PROFILES = {
     # everything else ~10 min (fine-tuning 500 x 64, helpers 500 x 64, evaluation, costs,
     # latency, figures). Far shorter than the paper's schedules: the models are undertrained
     # and the tables say so (profile "quick" in every caption).
-    "quick": Profile("quick", synth_pairs=500_000, textzoom_train=(14_573, 2_794),
+    "quick": Profile("quick", synth_pairs=300_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,
                      pretrain_steps=1_000, pretrain_batch=256, finetune_steps=500,
                      finetune_batch=64, helper_steps=500, eval_batch=256,

@@ -22,7 +22,7 @@ import math
 import os
 import time
 from collections import defaultdict
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -67,11 +67,13 @@ class DataIndex:
     """Identity of each named data set (per profile and source), resolved once and kept in
     ``R/data_index.json`` beside the store."""
 
-    def __init__(self, results: Path, profile: str, data_root: str | None, *, resolve=None):
+    def __init__(self, results: Path, profile: str, data_root: str | None, *, resolve=None,
+                 stage=None):
         self.path = results / "data_index.json"
         self.profile = profile
         self.data_root = data_root or os.environ.get("IMAGE_BENCH_DATA")
         self._resolve = resolve
+        self._stage = stage or (lambda name: nullcontext())  # times first resolutions (data made)
         self._memo: dict[str, dict] = {}
 
     def _slot(self, name: str) -> str:
@@ -91,7 +93,8 @@ class DataIndex:
             return self._memo[slot]
         index = self._read()
         if slot not in index:
-            ids = {s: dict(self.resolve(name, s).identity) for s in splits}
+            with self._stage("data"):
+                ids = {s: dict(self.resolve(name, s).identity) for s in splits}
             blob = json.dumps([ids[s].get("hash") for s in splits])
             index[slot] = {
                 "name": name, "hash": hashlib.sha256(blob.encode()).hexdigest()[:16],
@@ -154,9 +157,11 @@ class Runner:
         self.compile = compile
         self.progress = progress
         self.console = console
-        self.data = DataIndex(self.results, self.profile.name, data_root, resolve=resolve)
-        self.seed = seed
         self.stage_wall: dict[str, float] = defaultdict(float)
+        self._open_stages: list[list] = []  # [name, time charged up to] of nested stages
+        self.data = DataIndex(self.results, self.profile.name, data_root, resolve=resolve,
+                              stage=self.stage)
+        self.seed = seed
         self._models: dict[str, torch.nn.Module] = {}
         self._cost_memo: dict[str, dict | None] = {}
         self.touched: list[dict] = []  # records behind the numbers handed out (for captions)
@@ -184,11 +189,26 @@ class Runner:
 
     @contextmanager
     def stage(self, name: str):
-        t0 = time.perf_counter()
+        """Charge the wall time inside to ``name``. Nested stages charge the innermost one (a
+        data set generated during a training run counts as data), so stages add up to the
+        total."""
+        def charge(now: float) -> None:
+            if self._open_stages:
+                top = self._open_stages[-1]
+                self.stage_wall[top[0]] += now - top[1]
+                top[1] = now
+
+        now = time.perf_counter()
+        charge(now)
+        self._open_stages.append([name, now])
         try:
             yield
         finally:
-            self.stage_wall[name] += time.perf_counter() - t0
+            now = time.perf_counter()
+            charge(now)
+            self._open_stages.pop()
+            if self._open_stages:  # the enclosing stage's clock runs again
+                self._open_stages[-1][1] = now
 
     def run_dir(self, cfg: RunConfig) -> Path:
         return self.runs / cfg.key()
@@ -378,11 +398,14 @@ class Runner:
         return None if record is None else record["result"]
 
     # -- session log -------------------------------------------------------------------------------
-    def write_stage_log(self, command: str, total_s: float) -> Path:
+    def write_stage_log(self, command: str, total_s: float, outcome: str = "done") -> Path:
+        """Append this session's wall time per stage. ``outcome``: done, error or stopped (a
+        stop signal or an exception; a rerun resumes), so that the sessions of one reproduction
+        cut into several calls add up."""
         path = self.results / "stages.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         entry = provenance(device=self.device, profile=self.profile.name, seed=None,
-                           wall_s=total_s, command=command,
+                           wall_s=total_s, command=command, outcome=outcome,
                            stages={k: round(v, 2) for k, v in sorted(self.stage_wall.items())})
         with open(path, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)

@@ -64,6 +64,9 @@ class BenchModel(nn.Module):
     # Whether a training step may be recorded as a CUDA graph (engine.graphed): no host reads,
     # fixed shapes, and nothing built from Python values per batch (such as the label strings).
     graph_safe: ClassVar[bool] = True
+    # Training samples from which compiling the repeated blocks (engine.optimize) saves more
+    # time than it costs; shorter runs train them eagerly (still as a CUDA graph).
+    compile_pays_from: ClassVar[int] = 0
 
     def loss(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
