@@ -13,6 +13,7 @@ batch 1 the call is a CUDA graph):
   Triton shifted sum (``models.tail_conv``);
 - ``nofuse``: inference blocks as compiled blocks instead of four Triton launches
   (``models.fused_block``);
+- ``nopdl``: the Triton blocks without programmatic dependent launch;
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -63,6 +64,10 @@ def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     TailConv2d.split = "cudnntail" not in name
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
+    if torch.cuda.is_available():
+        from image_bench.kernels import block_kernels
+
+        block_kernels.PDL = False if "nopdl" in name.split("-") else None
 
     def build(*args, **kwargs):
         model = BUILD(*args, **kwargs)

@@ -7,7 +7,8 @@
    too): IMAGE's D = 196 with 32 and 64 tokens, batch 1 and 16, odd shapes (17 tokens, 3
    samples; D = 64 with 2 heads), bf16 and fp32 inputs. Limit: 1e-2 relative error.
 2. Speed of one block (bf16, CUDA events, CUDA graph): compiled ``vit.Block`` vs the kernels,
-   batch 1, 32 and 64 tokens; then the column-tile widths of the launches (64 or 32).
+   batch 1, 32 and 64 tokens; programmatic dependent launch on and off; with --tiles, the
+   column-tile widths of the launches (64 or 32).
 Results go to stdout and DIR/fused_block.json.
 """
 
@@ -96,9 +97,35 @@ def tile_widths(tokens: int = 32) -> list[dict]:
     return rows
 
 
+def pdl_on_off(tokens: int = 32) -> list[dict]:
+    """One block at batch 1 with programmatic dependent launch on and off
+    (``block_kernels.PDL``), in a CUDA graph and eagerly."""
+    from image_bench.kernels import block_kernels as bk
+
+    block = _random_block(196, 4)
+    x = torch.randn(1, tokens, 196, device="cuda", dtype=torch.bfloat16)
+
+    def run(inp):
+        with torch.no_grad():
+            return InferenceBlock(block)(inp)
+
+    rows = []
+    for pdl in (False, True):
+        bk.PDL = pdl
+        graphed = sorted(time_call(_cuda_graph(run, x), torch.device("cuda"), 200, 20))
+        eager = sorted(time_call(lambda: run(x), torch.device("cuda"), 200, 20))
+        rows.append({"pdl": pdl, "graph_us": graphed[len(graphed) // 2] * 1e3,
+                     "eager_us": eager[len(eager) // 2] * 1e3})
+        print(f"PDL {pdl}: one block {rows[-1]['graph_us']:.1f} us (CUDA graph), "
+              f"{rows[-1]['eager_us']:.1f} us eager", flush=True)
+    bk.PDL = None
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/fused_block")
+    ap.add_argument("--tiles", action="store_true", help="also time the tile widths")
     args = ap.parse_args()
     report = {"env": environment(torch.device("cuda")), "checks": [], "speed": []}
     for case in CASES:
@@ -115,7 +142,9 @@ def main() -> None:
         print(f"one block, batch {batch}, {tokens} tokens, bf16, CUDA graph: compiled "
               f"{r['compiled_ms'] * 1e3:.1f} us, Triton {r['fused_ms'] * 1e3:.1f} us "
               f"({r['speedup']:.2f}x)", flush=True)
-    report["tile_widths"] = tile_widths()
+    report["pdl"] = pdl_on_off()
+    if args.tiles:
+        report["tile_widths"] = tile_widths()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "fused_block.json").write_text(json.dumps(report, indent=1, default=str))

@@ -10,10 +10,14 @@ kernels of ~2.7 us per call on the H100. Here a block is
     out = x1 + h W_2^T + b_2                          _linear_residual_kernel
 
 each launch spread over 32-wide output-column tiles, so a block runs on several SMs at once.
-H100, bf16, batch 1, 32 tokens, CUDA graph (scripts/gpu_fused_block.py): compiled block 40.3 us,
-these launches 27.1 us (30.1 us with 64-wide tiles); IMAGE-2's batch-1 call 5.40 -> 3.96 ms,
-1,729 -> 682 kernels. (One kernel per block, one program per sample, was tried first: right
-values, but 84 us per block on one SM, slower than the compiled block; docs/speed.md.)
+On Hopper each launch is a programmatic dependent launch: it lets the next one start at once,
+and that one loads its weights while the previous finishes, then waits (gdc_wait) before it
+reads the activations. H100, bf16, batch 1, 32 tokens, CUDA graph (scripts/gpu_fused_block.py):
+compiled block 41.6 us, these launches 29.9 us, with PDL 24.6 us; IMAGE-2's batch-1 call
+5.40 -> 4.08 ms (1,729 -> 682 kernels), with PDL 3.78 ms. (Tried and not kept, docs/speed.md:
+one kernel per block with one program per sample, 84 us per block on one SM; LN1 + qkv +
+attention in one program per (sample, head), 27.9 us against 29.3 us per block without PDL but
+IMAGE-2 4.15 ms against 4.01 ms; the projection recomputed inside the fc1 launch, 30.2 us.)
 
 Tiles are padded to powers of two with masked loads: D <= 256 (the LayerNorm holds a whole row)
 and N <= 64 tokens (one sample's attention in one tile). Products in the weights' dtype with
@@ -36,25 +40,30 @@ ATTN_BLOCK_N = 32  # output columns per program of the attention + projection la
 @triton.jit
 def _norm_linear_kernel(x_ptr, ln_w, ln_b, w_ptr, b_ptr, out_ptr, M, N_OUT, eps,
                         D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr, GELU: tl.constexpr):
+                        BLOCK_N: tl.constexpr, GELU: tl.constexpr, PDL: tl.constexpr):
     """out[m, n] = act(LN(x)[m, :] . W[n, :] + b[n]) for a (BLOCK_M, BLOCK_N) tile."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()  # the next launch may start loading its weights
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, D_PAD)
     d_ok = offs_d < D
+    # parameters first: no earlier kernel writes them, so they load while it finishes
+    w = tl.load(w_ptr + offs_n[None, :] * D + offs_d[:, None],  # w[d, n] = W[n, d]
+                mask=d_ok[:, None] & (offs_n[None, :] < N_OUT), other=0.0)
+    bias = tl.load(b_ptr + offs_n, mask=offs_n < N_OUT, other=0.0).to(tl.float32)
+    g = tl.load(ln_w + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+    beta = tl.load(ln_b + offs_d, mask=d_ok, other=0.0).to(tl.float32)
+    if PDL:
+        tl.extra.cuda.gdc_wait()  # x comes from the previous kernel
     x = tl.load(x_ptr + offs_m[:, None] * D + offs_d[None, :],
                 mask=(offs_m[:, None] < M) & d_ok[None, :], other=0.0).to(tl.float32)
     mean = tl.sum(x, axis=1) / D
     xc = tl.where(d_ok[None, :], x - mean[:, None], 0.0)
     rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
-    g = tl.load(ln_w + offs_d, mask=d_ok, other=0.0).to(tl.float32)
-    beta = tl.load(ln_b + offs_d, mask=d_ok, other=0.0).to(tl.float32)
     wdt = w_ptr.dtype.element_ty
     xn = (xc * rstd[:, None] * g[None, :] + beta[None, :]).to(wdt)
-    w = tl.load(w_ptr + offs_n[None, :] * D + offs_d[:, None],  # w[d, n] = W[n, d]
-                mask=d_ok[:, None] & (offs_n[None, :] < N_OUT), other=0.0)
-    y = tl.dot(xn, w) + tl.load(b_ptr + offs_n, mask=offs_n < N_OUT,
-                                other=0.0).to(tl.float32)[None, :]
+    y = tl.dot(xn, w) + bias[None, :]
     if GELU:
         y = 0.5 * y * (1.0 + tl.erf(y * 0.7071067811865476))  # nn.GELU's exact form
     tl.store(out_ptr + offs_m[:, None] * N_OUT + offs_n[None, :], y.to(out_ptr.dtype.element_ty),
@@ -64,10 +73,13 @@ def _norm_linear_kernel(x_ptr, ln_w, ln_b, w_ptr, b_ptr, out_ptr, M, N_OUT, eps,
 @triton.jit
 def _attention_proj_kernel(qkv_ptr, x_ptr, w_ptr, b_ptr, out_ptr, N, scale,
                            D: tl.constexpr, HEADS: tl.constexpr, N_PAD: tl.constexpr,
-                           HD_PAD: tl.constexpr, BLOCK_N: tl.constexpr):
+                           HD_PAD: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
     """out[s, t, n] = x[s, t, n] + sum_h (softmax(q_h k_h^T * scale) v_h) . Wp[n, h] + b[n]
     for one sample s and BLOCK_N output columns; every head is computed by every column tile
     (the attention is tiny next to the projection's weights)."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     HD: tl.constexpr = D // HEADS
     sample = tl.program_id(0).to(tl.int64) * N
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -102,8 +114,11 @@ def _attention_proj_kernel(qkv_ptr, x_ptr, w_ptr, b_ptr, out_ptr, N, scale,
 @triton.jit
 def _linear_residual_kernel(a_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, K, N_OUT,
                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_K: tl.constexpr):
+                            BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """out[m, n] = res[m, n] + a[m, :] . W[n, :] + b[n], K in BLOCK_K slices."""
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+        tl.extra.cuda.gdc_wait()
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
@@ -124,6 +139,16 @@ def _linear_residual_kernel(a_ptr, w_ptr, b_ptr, res_ptr, out_ptr, M, K, N_OUT,
     tl.store(out_ptr + tile, y.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+# Programmatic dependent launch (Hopper and later): each launch lets the next one start at once,
+# and that one loads its weights before it waits for the activations (tl.extra.cuda.gdc_wait).
+# None: on where the GPU supports it (compute capability >= 9).
+PDL: bool | None = None
+
+
+def _use_pdl(device: torch.device) -> bool:
+    return PDL if PDL is not None else torch.cuda.get_device_capability(device)[0] >= 9
+
+
 def _pow2(n: int) -> int:
     return max(16, triton.next_power_of_2(n))  # tl.dot needs every dimension >= 16
 
@@ -138,22 +163,24 @@ def block_forward(block, x: torch.Tensor) -> torch.Tensor:
     block_m = 16 if rows <= 16 else 32
     row_tiles = triton.cdiv(rows, block_m)
     out_dtype = torch.promote_types(x.dtype, wdt)  # x + a 16-bit branch, as under autocast
+    pdl = _use_pdl(x.device)
+    launch = {"PDL": pdl, "launch_pdl": pdl, "num_warps": 4}
     qkv = torch.empty((b, n, 3 * d), dtype=wdt, device=x.device)
     _norm_linear_kernel[(row_tiles, triton.cdiv(3 * d, BLOCK_N))](
         x, block.norm1.weight, block.norm1.bias, attn.qkv.weight, attn.qkv.bias, qkv, rows,
         3 * d, block.norm1.eps, D=d, D_PAD=_pow2(d), BLOCK_M=block_m, BLOCK_N=BLOCK_N,
-        GELU=False, num_warps=4)
+        GELU=False, **launch)
     x1 = torch.empty((b, n, d), dtype=out_dtype, device=x.device)
     _attention_proj_kernel[(b, triton.cdiv(d, ATTN_BLOCK_N))](
         qkv, x, attn.proj.weight, attn.proj.bias, x1, n, attn.scale, D=d, HEADS=attn.heads,
-        N_PAD=_pow2(n), HD_PAD=_pow2(d // attn.heads), BLOCK_N=ATTN_BLOCK_N, num_warps=4)
+        N_PAD=_pow2(n), HD_PAD=_pow2(d // attn.heads), BLOCK_N=ATTN_BLOCK_N, **launch)
     h = torch.empty((b, n, hidden), dtype=wdt, device=x.device)
     _norm_linear_kernel[(row_tiles, triton.cdiv(hidden, BLOCK_N))](
         x1, block.norm2.weight, block.norm2.bias, mlp.fc1.weight, mlp.fc1.bias, h, rows, hidden,
         block.norm2.eps, D=d, D_PAD=_pow2(d), BLOCK_M=block_m, BLOCK_N=BLOCK_N, GELU=True,
-        num_warps=4)
+        **launch)
     out = torch.empty_like(x1)
     _linear_residual_kernel[(row_tiles, triton.cdiv(d, BLOCK_N))](
         h, mlp.fc2.weight, mlp.fc2.bias, x1, out, rows, hidden, d, BLOCK_M=block_m,
-        BLOCK_N=BLOCK_N, BLOCK_K=64, num_warps=4)
+        BLOCK_N=BLOCK_N, BLOCK_K=64, **launch)
     return out
