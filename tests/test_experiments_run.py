@@ -120,6 +120,18 @@ def _module(name):
         return mod
 
 
+def use_fake_data(monkeypatch) -> None:
+    """Every DataIndex resolves data sets through fake_resolve."""
+    import image_bench.experiments.runner as runner
+
+    orig = runner.DataIndex.__init__
+
+    def init(self, *args, **kwargs):
+        orig(self, *args, **{**kwargs, "resolve": fake_resolve})
+
+    monkeypatch.setattr(runner.DataIndex, "__init__", init)
+
+
 def install_fakes(monkeypatch=None):
     bench = _module("image_bench.engine.bench")
     import image_bench.engine.checkpoint as checkpoint
@@ -145,14 +157,7 @@ def install_fakes(monkeypatch=None):
 @pytest.fixture
 def fakes(monkeypatch, tmp_path):
     install_fakes(monkeypatch)
-    import image_bench.experiments.runner as runner
-
-    orig = runner.DataIndex.__init__
-
-    def init(self, results, profile, data_root, *, resolve=None, stage=None):
-        orig(self, results, profile, data_root, resolve=fake_resolve, stage=stage)
-
-    monkeypatch.setattr(runner.DataIndex, "__init__", init)
+    use_fake_data(monkeypatch)
     monkeypatch.setenv("IMAGE_BENCH_RUNS", str(tmp_path / "runs"))
     CALLS.clear()
     return tmp_path

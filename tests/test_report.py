@@ -119,15 +119,9 @@ def world(monkeypatch, tmp_path):
     import tests.test_experiments_run as t
 
     t.install_fakes(monkeypatch)
+    t.use_fake_data(monkeypatch)
     import image_bench.engine.evaluate as evaluate
-    import image_bench.experiments.runner as runner
 
-    orig = runner.DataIndex.__init__
-
-    def init(self, results, profile, data_root, *, resolve=None):
-        orig(self, results, profile, data_root, resolve=t.fake_resolve)
-
-    monkeypatch.setattr(runner.DataIndex, "__init__", init)
     monkeypatch.setattr(t.FakeModel, "parameters", lambda self: iter([torch.zeros(1)]),
                         raising=False)
 
