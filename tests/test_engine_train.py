@@ -164,6 +164,16 @@ def test_sigterm_saves_the_step_in_flight_and_resumes_identically(tmp_path):
     steps = [r["step"] for r in map(json.loads, (tmp_path / "b" / "log.jsonl").open())
              if r["event"] == "step"]
     assert steps == [1, 2, 3, 4, 5, 6]
+    # stopped right after the last step: the rerun has nothing to train but draws the curve
+    def term_last(step):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with stop_signals(), pytest.raises(Stopped, match="saved at step 6 of 6"):
+        train_run(c, tmp_path / "c", on_step=term_last, **common)
+    assert not (tmp_path / "c" / "loss.png").exists()
+    assert train_run(c, tmp_path / "c", **common) == tmp_path / "c" / "best.pt"
+    assert (tmp_path / "c" / "loss.png").exists()
 
 
 def test_stop_signals_outside_training_and_twice():

@@ -345,6 +345,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
 
     resume = load_checkpoint(last_path) if last_path.exists() else None
     if resume is not None and resume["step"] >= cfg.steps and best_path.exists():
+        if d.main and not (run_dir / "loss.png").exists():  # stopped right after its last step
+            plot_losses(log_path, run_dir / "loss.png", f"{cfg.model} on {cfg.data} ({cfg.key()})")
         return best_path  # finished earlier
     if resume is None and cfg.init_from is not None and init_checkpoint is None:
         raise ValueError(f"run {cfg.key()} starts from the weights of run {cfg.init_from.key()} "
