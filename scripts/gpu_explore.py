@@ -24,7 +24,8 @@ Measured so far (H100, torch 2.11): training IMAGE-2 samples/s sdpa 2,164, writt
 written-out 6.46-7.23, +autotune 6.17, +bf16 weights 5.26 (2,982 -> 1,729 kernels per call;
 bf16 weight copies are now part of the bench's optimized mode, so ``base`` includes them);
 split SR tails (commit 61180b9): training ``cudnntail`` 2,355, ``base`` 2,587; Triton blocks at
-batch 1 (32-wide tiles): ``nofuse`` 5.40 ms, ``base`` 3.96 ms (1,729 -> 682 kernels per call).
+batch 1 (32-wide tiles): ``nofuse`` 5.40 ms, ``base`` 3.96 ms (1,729 -> 682 kernels per call);
+with programmatic dependent launch (commit 03511bd): ``nopdl`` 4.08 ms, ``base`` 3.78 ms.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ PROFILES = {
                      pretrain_steps=3, pretrain_batch=4, finetune_steps=2, finetune_batch=4,
                      helper_steps=2, eval_batch=16, checkpoint_every=2, validate_every=3,
                      helper_batch=4),
-    # quick: one H100, sized for about 20 minutes with data generation (measured: 21.3 minutes of
-    # `run all` in three calls cut by SIGKILL, commit 61180b9; since then a cut saves the step
+    # quick: one H100, sized for about 20 minutes with data generation (measured: 19.1 minutes of
+    # `run all` in three calls, commit 03511bd, 21.3 at 61180b9; since then a cut saves the step
     # in flight, SVTR trains uncompiled at this length, and synth is 300k pairs, not 500k: an S
     # run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100 speeds
     # (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA graph;
@@ -57,7 +57,7 @@ PROFILES = {
     # paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256 and IMAGE-1
     # after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule, left every
     # recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4
-    # kept IMAGE-1 at 0% for 1,000 steps. Budget: data ~1.5 min; the four IMAGE S runs ~9 min;
+    # kept IMAGE-1 at 0% for 1,000 steps. Budget: data ~1.3 min; the four IMAGE S runs ~8 min;
     # everything else ~10 min (fine-tuning 500 x 64, helpers 500 x 64, evaluation, costs,
     # latency, figures). Far shorter than the paper's schedules: the models are undertrained
     # and the tables say so (profile "quick" in every caption).
