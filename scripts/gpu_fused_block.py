@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python3 scripts/gpu_fused_block.py [--out DIR]
 
-1. Correctness: ``InferenceBlock`` (four Triton launches) with bf16 weights against the
+1. Correctness: ``InferenceBlock`` (three Triton launches) with bf16 weights against the
    ``vit.Block`` it wraps, run in float64, on random blocks (random LayerNorm and bias values
    too): IMAGE's D = 196 with 32 and 64 tokens, batch 1 and 16, odd shapes (17 tokens, 3
    samples; D = 64 with 2 heads), bf16 and fp32 inputs. Limit: 1e-2 relative error.

@@ -8,7 +8,7 @@ resized to their input; joint models (IMAGE) read their own output. Helper netwo
 
 Modes:
 - ``eager``: fp32, no compilation;
-- ``optimized``: bf16 weights under bf16 autocast (inference), transformer blocks as four Triton
+- ``optimized``: bf16 weights under bf16 autocast (inference), transformer blocks as three Triton
   launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
   transformer blocks (``engine.optimize``), channels_last when a
   short trial shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1
@@ -132,7 +132,7 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
         m.eval()
     fn = pipeline(model, recognizer)
     levers: dict = {"bf16_weights": amp}
-    if amp:  # small batches: transformer blocks as four Triton launches (models/fused_block.py)
+    if amp:  # small batches: transformer blocks as three Triton launches (models/fused_block.py)
         levers["triton_blocks"] = sum(fuse_blocks_for_inference(m) for m in modules)
 
     def base(lr):

@@ -6,7 +6,7 @@ CUDA call, by the one model module that uses it:
 
 - ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
 - ``shifted_planes``: the shifted sum behind the split SR tails (``models.tail_conv``);
-- ``block_kernels``: a transformer block in four launches for small-batch inference
+- ``block_kernels``: a transformer block in three launches for small-batch inference
   (``models.fused_block``).
 
 Never import them from code that must run on the CPU build of torch.

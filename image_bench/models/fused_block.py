@@ -1,4 +1,4 @@
-"""Transformer blocks in four Triton launches for small-batch inference on CUDA.
+"""Transformer blocks in three Triton launches for small-batch inference on CUDA.
 
 :func:`fuse_blocks_for_inference` wraps every ``vit.Block`` of a model (an inference copy: the
 state_dict names gain ``.block``) in :class:`InferenceBlock`. Without gradients, on CUDA, with
@@ -46,7 +46,7 @@ def fused_block_applies(block: Block, x: torch.Tensor, mask: torch.Tensor | None
 
 
 class InferenceBlock(nn.Module):
-    """A ``vit.Block`` that runs as four Triton launches where :func:`fused_block_applies`."""
+    """A ``vit.Block`` that runs as three Triton launches where :func:`fused_block_applies`."""
 
     def __init__(self, block: Block):
         super().__init__()
