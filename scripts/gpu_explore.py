@@ -13,7 +13,8 @@ batch 1 the call is a CUDA graph):
   Triton shifted sum (``models.tail_conv``);
 - ``nofuse``: inference blocks as compiled blocks instead of the Triton launches
   (``models.fused_block``);
-- ``nopdl``: the Triton blocks without programmatic dependent launch;
+- ``nopdl``: the Triton blocks without programmatic dependent launch; ``q16``, ``a16``, ``h16``:
+  16-wide tiles (instead of 32) for their qkv, attention or MLP launch;
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -69,7 +70,12 @@ def use_variant(name: str) -> None:
     if torch.cuda.is_available():
         from image_bench.kernels import block_kernels
 
-        block_kernels.PDL = False if "nopdl" in name.split("-") else None
+        tokens = name.split("-")
+        block_kernels.PDL = False if "nopdl" in tokens else None
+        # q16 / a16 / h16: 16-wide tiles for the qkv, attention or MLP launch (default 32)
+        block_kernels.BLOCK_N = 16 if "q16" in tokens else 32
+        block_kernels.ATTN_BLOCK_N = 16 if "a16" in tokens else 32
+        block_kernels.MLP_BLOCK_H = 16 if "h16" in tokens else 32
 
     def build(*args, **kwargs):
         model = BUILD(*args, **kwargs)
