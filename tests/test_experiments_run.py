@@ -269,17 +269,23 @@ def _spawn(results: Path, env: dict) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True)
 
 
-def test_sigkill_mid_training_resumes_without_losing_or_duplicating(fakes):
-    results = fakes / "results"
-    started = fakes / "started"
-    env = {**os.environ, "FAKE_SLOW_MODEL": "tpgsr", "FAKE_STARTED": str(started),
-           "FAKE_CALL_LOG": str(fakes / "calls.log")}
+def _spawn_until_training(results: Path, env: dict, started: Path) -> subprocess.Popen:
+    """Start `run table1` and return once the slow fake run is training."""
     proc = _spawn(results, env)
     deadline = time.time() + 60
     while not started.exists():
         assert proc.poll() is None, proc.stdout.read()
         assert time.time() < deadline
         time.sleep(0.1)
+    return proc
+
+
+def test_sigkill_mid_training_resumes_without_losing_or_duplicating(fakes):
+    results = fakes / "results"
+    started = fakes / "started"
+    env = {**os.environ, "FAKE_SLOW_MODEL": "tpgsr", "FAKE_STARTED": str(started),
+           "FAKE_CALL_LOG": str(fakes / "calls.log")}
+    proc = _spawn_until_training(results, env, started)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {p.name for p in (results / "store").glob("*.json")}
@@ -311,12 +317,7 @@ def test_sigterm_stops_cleanly_and_logs_the_stopped_session(fakes):
     results = fakes / "results"
     started = fakes / "started"
     env = {**os.environ, "FAKE_SLOW_MODEL": "tpgsr", "FAKE_STARTED": str(started)}
-    proc = _spawn(results, env)
-    deadline = time.time() + 60
-    while not started.exists():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.1)
+    proc = _spawn_until_training(results, env, started)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 128 + signal.SIGTERM, out

@@ -10,9 +10,9 @@ Modes:
 - ``eager``: fp32, no compilation;
 - ``optimized``: bf16 weights under bf16 autocast (inference), transformer blocks as three Triton
   launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
-  transformer blocks (``engine.optimize``), channels_last when a
-  short trial shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1
-  call is dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
+  transformer blocks (``engine.optimize``), channels_last when a short trial at each batch size
+  shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1 call is
+  dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
   graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
   its error, and the mode still runs with the others.
 
@@ -140,20 +140,6 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
             return fn(lr)
 
     run = base
-    channels_last = False
-    if optimized and device.type == "cuda":
-        # channels_last where it helps: a short trial at the largest batch decides.
-        x = model.example_input(max(batch_sizes)).to(device)
-        plain = statistics.median(time_call(lambda: base(x), device, 5, 2))
-        for m in modules:
-            m.to(memory_format=torch.channels_last)
-        cl = statistics.median(time_call(
-            lambda: base(x.contiguous(memory_format=torch.channels_last)), device, 5, 2))
-        channels_last = cl < plain
-        if not channels_last:
-            for m in modules:
-                m.to(memory_format=torch.contiguous_format)
-        levers["channels_last"] = {"used": channels_last, "trial_ms": {"off": plain, "on": cl}}
     if optimized and compile:
         try:
             t = time.perf_counter()
@@ -169,23 +155,49 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
     results = {}
     for batch in batch_sizes:
         x = model.example_input(batch).to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        def call(x=x):
-            return run(x)
-
-        if optimized and device.type == "cuda" and batch == 1:
-            try:
-                call = _cuda_graph(run, x)
-                levers["cuda_graph_batch1"] = {"used": True}
-            except Exception as exc:  # noqa: BLE001
-                levers["cuda_graph_batch1"] = {"used": False,
-                                               "error": f"{type(exc).__name__}: {exc}"[:300]}
+        graph = optimized and device.type == "cuda" and batch == 1
+        if optimized and device.type == "cuda":
+            # channels_last where a short trial at this batch size shows it faster: at batch 256
+            # cuDNN's NHWC kernels win, at batch 1 the layout transposes around them may not.
+            trial = {}
+            for layout in ("off", "on"):
+                _set_channels_last(modules, layout == "on")
+                timed = _replay_or_eager(run, _in_layout(x, layout == "on"), graph, levers)
+                trial[layout] = statistics.median(time_call(timed, device, 20 if graph else 5, 2))
+            use = trial["on"] < trial["off"]
+            _set_channels_last(modules, use)  # weights change storage: capture the graph again
+            x = _in_layout(x, use)
+            levers.setdefault("channels_last", {})[f"batch{batch}"] = {"used": use,
+                                                                      "trial_ms": trial}
+        call = _replay_or_eager(run, x, graph, levers)
         n = iters if batch == 1 else max(10, iters // 5)
         results[f"batch{batch}"] = _stats(time_call(call, device, n, warmup), batch)
     results["dtype"] = "bf16 autocast" if amp else "fp32"
     results["levers"] = levers
     return results
+
+
+def _set_channels_last(modules, on: bool) -> None:
+    for m in modules:
+        m.to(memory_format=torch.channels_last if on else torch.contiguous_format)
+
+
+def _in_layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last if channels_last else
+                        torch.contiguous_format)
+
+
+def _replay_or_eager(run, x: torch.Tensor, graph: bool, levers: dict):
+    """``run(x)`` as a CUDA graph replay when ``graph`` (and capture works), else eagerly."""
+    if graph:
+        try:
+            replay = _cuda_graph(run, x)
+            levers["cuda_graph_batch1"] = {"used": True}
+            return replay
+        except Exception as exc:  # noqa: BLE001 - record and time it eagerly
+            levers["cuda_graph_batch1"] = {"used": False,
+                                           "error": f"{type(exc).__name__}: {exc}"[:300]}
+    return lambda: run(x)
 
 
 def synthetic_batch(model: BenchModel, batch: int, device: torch.device, seed: int = 0) -> dict:

@@ -44,6 +44,15 @@ MLP_BLOCK_H = 32  # hidden units per program of the MLP launch (64: one block 24
 
 
 @triton.jit
+def _layer_norm(x, g, beta, d_ok, D: tl.constexpr, eps):
+    """LayerNorm of the rows of x (fp32, columns past D are padding) with weight g, bias beta."""
+    mean = tl.sum(x, axis=1) / D
+    xc = tl.where(d_ok[None, :], x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
+    return xc * rstd[:, None] * g[None, :] + beta[None, :]
+
+
+@triton.jit
 def _norm_linear_kernel(x_ptr, ln_w, ln_b, w_ptr, b_ptr, out_ptr, M, N_OUT, eps,
                         D: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
                         BLOCK_N: tl.constexpr, PDL: tl.constexpr):
@@ -64,11 +73,7 @@ def _norm_linear_kernel(x_ptr, ln_w, ln_b, w_ptr, b_ptr, out_ptr, M, N_OUT, eps,
         tl.extra.cuda.gdc_wait()  # x comes from the previous kernel
     x = tl.load(x_ptr + offs_m[:, None] * D + offs_d[None, :],
                 mask=(offs_m[:, None] < M) & d_ok[None, :], other=0.0).to(tl.float32)
-    mean = tl.sum(x, axis=1) / D
-    xc = tl.where(d_ok[None, :], x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
-    wdt = w_ptr.dtype.element_ty
-    xn = (xc * rstd[:, None] * g[None, :] + beta[None, :]).to(wdt)
+    xn = _layer_norm(x, g, beta, d_ok, D, eps).to(w_ptr.dtype.element_ty)
     y = tl.dot(xn, w) + bias[None, :]
     tl.store(out_ptr + offs_m[:, None] * N_OUT + offs_n[None, :], y.to(out_ptr.dtype.element_ty),
              mask=(offs_m[:, None] < M) & (offs_n[None, :] < N_OUT))
@@ -145,12 +150,8 @@ def _norm_mlp_split_kernel(x1_ptr, ln_w, ln_b, w1_ptr, b1_ptr, w2_ptr, acc_ptr, 
         tl.extra.cuda.gdc_wait()
     md = m_ok[:, None] & d_ok[None, :]
     x = tl.load(x1_ptr + offs_m[:, None] * D + offs_d[None, :], mask=md, other=0.0)
-    x = x.to(tl.float32)
-    mean = tl.sum(x, axis=1) / D
-    xc = tl.where(d_ok[None, :], x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / D + eps)
     wdt = w1_ptr.dtype.element_ty
-    xn = (xc * rstd[:, None] * g[None, :] + beta[None, :]).to(wdt)
+    xn = _layer_norm(x.to(tl.float32), g, beta, d_ok, D, eps).to(wdt)
     h = tl.dot(xn, w1) + b1[None, :]
     h = 0.5 * h * (1.0 + tl.erf(h * 0.7071067811865476))  # nn.GELU's exact form
     part = tl.dot(h.to(wdt), w2)  # h rounded to the weights' dtype, as fc1's output under autocast
