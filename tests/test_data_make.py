@@ -1,5 +1,7 @@
 """Stand-in generation: determinism, worker independence, severity order, datasets by name."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,26 @@ def test_resolve_real_root_drops_empty_labels(tiny):
     assert ts.identity["dropped"] == 1 and ts.identity["profile"] is None
     with pytest.raises(Exception, match="lacks split"):
         datasets.resolve("textzoom", "test/hard", data_root=str(root))
+
+
+def _slow_chunk(args):
+    time.sleep(0.5)
+    return [("word", None, b"")]
+
+
+def test_a_stop_drops_the_queued_chunks(tmp_path, monkeypatch):
+    """A stop signal (or an error) in the middle of generation ends it at once: the pool's queued
+    chunks are dropped, not worked off first, and no half-made set is left in place."""
+    from image_bench.engine.interrupt import Stopped
+
+    def stop(*args, **kwargs):
+        raise Stopped(15)
+
+    monkeypatch.setattr(make, "_chunk", _slow_chunk)  # the forked workers inherit the patch
+    monkeypatch.setattr(make.LMDBWriter, "add", stop)  # the stop lands at the first record
+    t0 = time.perf_counter()
+    with pytest.raises(Stopped):
+        make.make_set("synth", tmp_path, profile="smoke", workers=2, quiet=True, chunk=1)
+    # 448 queued chunks of 0.5 s on two workers would take ~112 s to work off
+    assert time.perf_counter() - t0 < 20
+    assert not (tmp_path / "synth").exists()

@@ -166,6 +166,10 @@ def make_set(name: str, out: str | os.PathLike, profile: str = "smoke", seed: in
                             bar.advance(task, len(records))
                     splits[split] = {"count": writer.count, "hash": writer.content_hash,
                                      "has_hr": bool(writer.has_hr)}
+        except BaseException:
+            if pool is not None:  # an error or a stop signal: drop the queued chunks, do not
+                pool.terminate()  # wait for them
+            raise
         finally:
             if pool is not None:
                 pool.close()

@@ -87,7 +87,8 @@ def _run_inputs(run_dir: Path):
               help="Step eagerly on the GPU instead of replaying the step as a CUDA graph.")
 def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, compile_, device,
           no_cuda_graph):
-    """Train MODEL on --data; resumes when the run folder holds a checkpoint."""
+    """Train MODEL on --data; resumes when the run folder holds a checkpoint. SIGTERM or Ctrl-C
+    saves the step in flight (exit 143 / 130)."""
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         argv, skip = [], False
         for arg in sys.argv[2:]:  # everything after 'train', minus --devices

@@ -68,7 +68,8 @@ def _stage_summary(runner, total: float, console) -> None:
 def run(table, profile, seeds, results, device, data_root, compile_, figures, quiet):
     """Train and evaluate what TABLE (table1..table5 or all) needs and the store lacks, then write
     the tables (.tex, .md, .csv) under RESULTS. Interrupted? Run it again: finished runs are in the
-    store, unfinished ones resume from their checkpoints."""
+    store, unfinished ones resume from their checkpoints. SIGTERM or Ctrl-C saves the training
+    run in flight at its current step (exit 143 / 130); stages.jsonl logs each session."""
     from image_bench.experiments.runner import Runner
     from image_bench.experiments.store import StoreError
     from image_bench.report.tables import build_table, write_table
