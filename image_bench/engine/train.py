@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -344,9 +344,12 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     d.barrier()
 
     resume = load_checkpoint(last_path) if last_path.exists() else None
+    def draw_losses() -> None:
+        plot_losses(log_path, run_dir / "loss.png", f"{cfg.model} on {cfg.data} ({cfg.key()})")
+
     if resume is not None and resume["step"] >= cfg.steps and best_path.exists():
         if d.main and not (run_dir / "loss.png").exists():  # stopped right after its last step
-            plot_losses(log_path, run_dir / "loss.png", f"{cfg.model} on {cfg.data} ({cfg.key()})")
+            draw_losses()
         return best_path  # finished earlier
     if resume is None and cfg.init_from is not None and init_checkpoint is None:
         raise ValueError(f"run {cfg.key()} starts from the weights of run {cfg.init_from.key()} "
@@ -456,55 +459,52 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     # A stop signal ends the run after the step in flight, with a checkpoint at that step (one
     # process only: the ranks of a torchrun job could stop at different steps and hang).
     stop_point = deferred_stop() if d.world == 1 else nullcontext()
-    with stop_point:
-        try:
-            for step in range(start, cfg.steps):
-                pending.append((step + 1, stepper(train_rs.batch(order.indices(step),
-                                                                  lengths_on_device=graphed))))
-                if graphed and not graph_noted and (stepper.captured or stepper.failure):
-                    graph_noted = True  # say once whether the step runs as a graph or eagerly
-                    if d.main:
-                        event = ({"event": "cuda_graph_failed", "error": stepper.failure}
-                                 if stepper.failure else {"event": "cuda_graph_captured"})
-                        with log_path.open("a") as f:
-                            f.write(json.dumps({**event, "step": step + 1}) + "\n")
-                n_block += 1
-                done = step + 1
-                if on_step is not None:
-                    on_step(done)
-                is_val = val_ts is not None and (done % val_every == 0 or done == cfg.steps)
-                is_ckpt = done % ckpt_every == 0 or done == cfg.steps
-                if done % log_every == 0 or is_val or is_ckpt:
-                    flush()
-                if is_val and d.main:
-                    res = validate(model, val_ts, val_rs, cfg.batch_size, device)
-                    improved = res["score"] is not None and (best_score is None
-                                                            or res["score"] > best_score)
-                    if improved:
-                        best_score = res["score"]
-                        atomic_save({"model": model_state(model), "step": done,
-                                     "score": best_score, "key": cfg.key(),
-                                     "config": cfg.to_dict()}, best_path)
+    with stop_point, closing(bar):
+        for step in range(start, cfg.steps):
+            pending.append((step + 1, stepper(train_rs.batch(order.indices(step),
+                                                              lengths_on_device=graphed))))
+            if graphed and not graph_noted and (stepper.captured or stepper.failure):
+                graph_noted = True  # say once whether the step runs as a graph or eagerly
+                if d.main:
+                    event = ({"event": "cuda_graph_failed", "error": stepper.failure}
+                             if stepper.failure else {"event": "cuda_graph_captured"})
                     with log_path.open("a") as f:
-                        f.write(json.dumps({"event": "val", "step": done, "best": improved, **res})
-                                + "\n")
-                if is_ckpt and d.main:
+                        f.write(json.dumps({**event, "step": step + 1}) + "\n")
+            n_block += 1
+            done = step + 1
+            if on_step is not None:
+                on_step(done)
+            is_val = val_ts is not None and (done % val_every == 0 or done == cfg.steps)
+            is_ckpt = done % ckpt_every == 0 or done == cfg.steps
+            if done % log_every == 0 or is_val or is_ckpt:
+                flush()
+            if is_val and d.main:
+                res = validate(model, val_ts, val_rs, cfg.batch_size, device)
+                improved = res["score"] is not None and (best_score is None
+                                                        or res["score"] > best_score)
+                if improved:
+                    best_score = res["score"]
+                    atomic_save({"model": model_state(model), "step": done,
+                                 "score": best_score, "key": cfg.key(),
+                                 "config": cfg.to_dict()}, best_path)
+                with log_path.open("a") as f:
+                    f.write(json.dumps({"event": "val", "step": done, "best": improved, **res})
+                            + "\n")
+            if is_ckpt and d.main:
+                save_last(done)
+            signum = take_stop_request()
+            if signum is not None:
+                flush()
+                if not is_ckpt:
                     save_last(done)
-                signum = take_stop_request()
-                if signum is not None:
-                    flush()
-                    if not is_ckpt:
-                        save_last(done)
-                    raise Stopped(signum, f"run {cfg.key()} ({cfg.model}) saved at step {done} of "
-                                          f"{cfg.steps} in {last_path}; run again to resume")
-            flush()
-        finally:
-            bar.close()
+                raise Stopped(signum, f"run {cfg.key()} ({cfg.model}) saved at step {done} of "
+                                      f"{cfg.steps} in {last_path}; run again to resume")
+        flush()
     if d.main and (val_ts is None or not best_path.exists()):
         # Without a 'val' split there is nothing to select on: the final weights are the best.
         atomic_save({"model": model_state(model), "step": cfg.steps, "score": None,
                      "key": cfg.key(), "config": cfg.to_dict()}, best_path)
     if d.main:  # drawn once at the end: matplotlib costs seconds, a checkpoint should not
-        plot_losses(log_path, run_dir / "loss.png", f"{cfg.model} on {cfg.data} ({cfg.key()})")
+        draw_losses()
     d.barrier()
     return best_path

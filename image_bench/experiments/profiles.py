@@ -52,12 +52,11 @@ PROFILES = {
     # run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100 speeds
     # (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA graph;
     # image-bench bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch 256
-    # IMAGE-2 ~2,590,
-    # IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200. Steps: at the
-    # paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256 and IMAGE-1
-    # after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule, left every
-    # recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4
-    # kept IMAGE-1 at 0% for 1,000 steps. Budget: data ~1.3 min; the four IMAGE S runs ~8 min;
+    # IMAGE-2 ~2,590, IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200.
+    # Steps: at the paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256
+    # and IMAGE-1 after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule,
+    # left every recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4 kept IMAGE-1 at
+    # 0% for 1,000 steps. Budget: data ~1.3 min; the four IMAGE S runs ~8 min;
     # everything else ~10 min (fine-tuning 500 x 64, helpers 500 x 64, evaluation, costs,
     # latency, figures). Far shorter than the paper's schedules: the models are undertrained
     # and the tables say so (profile "quick" in every caption).
