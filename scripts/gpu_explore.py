@@ -15,6 +15,10 @@ batch 1 the call is a CUDA graph):
   (``models.fused_block``);
 - ``nopdl``: the Triton blocks without programmatic dependent launch; ``q16``, ``a16``, ``h16``:
   16-wide tiles (instead of 32) for their qkv, attention or MLP launch;
+- ``unaligned``: IMAGE's blocks on their own 196/49-wide operands instead of the zero-padded,
+  aligned ones (``models.aligned_block``);
+- ``nosr``: only the transformer blocks compiled, not the SR parts (SRBs with the fused GRU
+  inside, the conv decoders, q_PJ), whose BatchNorm, Mish, pixel shuffle and copies then fuse;
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -35,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import time
 from pathlib import Path
@@ -44,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 import image_bench.engine.bench as bench
+import image_bench.engine.optimize as optimize
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import vit
@@ -62,12 +66,14 @@ def sdpa_forward(self, x, mask=None):
 
 BUILD = bench.build_bench_model
 FUSE = bench.fuse_blocks_for_inference
+ALIGN = optimize.align_blocks
 
 
 def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     TailConv2d.split = "cudnntail" not in name
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
+    optimize.align_blocks = (lambda model: 0) if "unaligned" in name.split("-") else ALIGN
     if torch.cuda.is_available():
         from image_bench.kernels import block_kernels
 
@@ -87,13 +93,15 @@ def use_variant(name: str) -> None:
     bench.build_bench_model = build
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
 
-    def whole(model):  # one graph for the whole model (dynamo must be allowed into nn.GRU)
+    def whole(model, sr_parts=False):  # one graph (dynamo must be allowed into nn.GRU)
         torch._dynamo.config.allow_rnn = True
         model.compile(dynamic=False, mode=mode)
         return ["<whole model>"]
 
-    bench.compile_regions = whole if "whole" in name else functools.partial(compile_regions,
-                                                                               mode=mode)
+    def regions(model, sr_parts=False):  # as the bench calls it, less the SR parts for nosr
+        return compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in name)
+
+    bench.compile_regions = whole if "whole" in name else regions
     torch._dynamo.reset()
 
 
@@ -160,10 +168,10 @@ def main() -> None:
         path.write_text(json.dumps(report, indent=1, default=str))
         if args.what == "train" and variant in args.kernels.split(","):
             use_variant(variant)
-            rows = bench.top_kernels(args.model, device, top=30)
+            rows = bench.top_kernels(args.model, device, top=400)
             report["kernels"][variant] = rows
             print(f"top kernels, {variant}:")
-            for k in rows:
+            for k in rows[:30]:
                 print(f"  {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms/step  "
                       f"{k['calls']:6d} calls  {k['kernel']}")
             path.write_text(json.dumps(report, indent=1, default=str))

@@ -1,6 +1,9 @@
 """Profile training steps of registered models on random data: samples/s and the top CUDA kernels.
 
     PYTHONPATH=. python3 scripts/profile_step.py image-1 image-2 --batch 256 [--top 20]
+
+``--by-op``: instead of kernels, the operators that launch them, with their input shapes, by
+their own GPU time: which convolution or copy a costly kernel belongs to.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="regional torch.compile")
+    parser.add_argument("--by-op", action="store_true", help="operators with input shapes")
     args = parser.parse_args()
     configure_cuda()
     for name in args.models:
@@ -61,12 +65,21 @@ def main():
         rate = args.steps * args.batch / (time.perf_counter() - t0)
         mode = "regional compile" if args.compile else "eager"
         print(f"== {name}: {rate:,.0f} samples/s at batch {args.batch} (bf16 autocast, {mode})")
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        activities = [torch.profiler.ProfilerActivity.CUDA]
+        if args.by_op:
+            activities.append(torch.profiler.ProfilerActivity.CPU)
+        with torch.profiler.profile(activities=activities, record_shapes=args.by_op) as prof:
             for _ in range(2):
                 step(model, opt, batch)
             torch.cuda.synchronize()
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
-                                        max_name_column_width=70))
+        if args.by_op:
+            table = prof.key_averages(group_by_input_shape=True).table(
+                sort_by="self_device_time_total", row_limit=args.top, max_name_column_width=40,
+                max_shapes_column_width=110)
+        else:
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=args.top,
+                                              max_name_column_width=70)
+        print(table)
         del model, opt
 
 

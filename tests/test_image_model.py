@@ -15,6 +15,7 @@ from image_bench import charset
 from image_bench.losses import ctc_loss, tsrn_image_loss
 from image_bench.models.base import ModelOutput
 from image_bench.models.image import IMAGE, IMAGE1, IMAGE2, IMAGE3
+from image_bench.models.image_parts import Projector
 from tests.helpers import make_batch, train_losses
 
 TINY = dict(channels=8, dim=16, heads=2, mlp_ratio=2.0, vit_depth=1, fuser_depth=1,
@@ -210,3 +211,21 @@ def test_loss_falls_when_overfitting_eight_images():
     batch = make_batch(8, seed=1)
     losses = train_losses(model, batch, 50, torch.optim.AdamW(model.parameters(), lr=3e-3))
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+
+
+def test_projector_row_interpolation_equals_the_2d_bilinear_one():
+    """q_PJ interpolates its one-row map along the width and repeats the row (the fast path):
+    the same values and gradients as 2-D bilinear interpolation to H x W."""
+    torch.manual_seed(0)
+    proj = Projector(charset.NUM_CLASSES, 8, (16, 64), (16, 8, 8)).double().eval()
+    probs = torch.rand(2, 32, charset.NUM_CLASSES, dtype=torch.float64)
+    out = proj(probs)
+    row_map = proj.layers(probs.transpose(1, 2).unsqueeze(2))
+    expected = torch.nn.functional.interpolate(row_map, size=(16, 64), mode="bilinear",
+                                               align_corners=True)
+    assert out.shape == (2, 8, 16, 64)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(out)
+    grad = torch.autograd.grad((out * weights).sum(), proj.layers[0].weight)[0]
+    grad_expected = torch.autograd.grad((expected * weights).sum(), proj.layers[0].weight)[0]
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-10, atol=1e-12)

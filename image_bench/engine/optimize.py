@@ -13,30 +13,62 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Compiling the SR parts too (below) trains faster, measured on the H100 at batch 256
+# (scripts/gpu_explore.py, ``nosr`` against ``base``): IMAGE-2 3,105 -> 3,351, TPGSR 5,715 ->
+# 6,998, C3-STISR 2,261 -> 2,401, TG 2,725 -> 2,805 samples/s; but it costs 30-50 s more of cold
+# compilation (IMAGE-2 9-51 s -> 104 s, TPGSR 1 -> 36 s, TG 0.3 -> 29 s). That repays itself
+# after 1.1M (TPGSR) to 2.6M (TG) training samples (IMAGE-2: 2.2M); the quick profile's runs are
+# shorter, so the trainer compiles them from this many samples on.
+SR_COMPILE_PAYS_FROM = 2_000_000
 
-def region_types() -> tuple[type[nn.Module], ...]:
-    """The repeated blocks worth compiling one by one: transformer layers of IMAGE and SVTR.
 
-    SRBs are left to the fused GRU kernel: nn.GRU breaks dynamo graphs."""
+def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
+    """The repeated blocks worth compiling one by one: transformer layers of IMAGE and SVTR; with
+    ``sr_parts`` also the SR parts (SRBs with the fused GRU inside, IMAGE's conv decoders and
+    q_PJ), whose BatchNorm, Mish, pixel shuffle and layout copies then fuse."""
     from baselines.svtr import MixingBlock
+    from image_bench.models.image_parts import ConvDecoder, Projector
+    from image_bench.models.srb import SRB
     from image_bench.models.vit import Block
 
-    return (Block, MixingBlock)
+    return (Block, MixingBlock) + ((SRB, ConvDecoder, Projector) if sr_parts else ())
 
 
-def compile_regions(model: nn.Module, mode: str | None = None) -> list[str]:
-    """torch.compile every repeated block of ``model`` in place (``mode`` as torch.compile's);
-    returns their names."""
-    types = region_types()
+def compile_regions(model: nn.Module, mode: str | None = None, sr_parts: bool = False) -> list[str]:
+    """torch.compile every repeated block of ``model`` in place (``mode`` as torch.compile's;
+    ``sr_parts`` as :func:`region_types`); returns their names. Transformer blocks whose width
+    or head width is not a multiple of 8 (IMAGE: 196 and 49) compute on zero-padded, aligned
+    operands (models/aligned_block.py): the pads fuse into the compiled blocks' kernels."""
+    align_blocks(model)
+    types = region_types(sr_parts)
     # SVTR's local and global mixers differ only in their mask buffer, so each shape/mask
     # combination compiles once; the default limit of 8 would send later blocks back to eager.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # dynamo refuses to enter a module holding an nn.GRU unless told to; the SRBs call the fused
+    # Triton GRU on CUDA (one graph, no breaks: docs/speed.md), nn.GRU elsewhere.
+    torch._dynamo.config.allow_rnn = True
     compiled: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(c + ".") for c in compiled):
             module.compile(dynamic=False, mode=mode)
             compiled.append(name)
     return compiled
+
+
+def align_blocks(model: nn.Module) -> int:
+    """Switch the transformer blocks (and patch embeddings) whose widths are not multiples of 8
+    to their aligned form (models/aligned_block.py); returns how many blocks."""
+    from image_bench.models.aligned_block import needs_alignment
+    from image_bench.models.vit import Block, PatchEmbed
+
+    count = 0
+    for module in model.modules():
+        if isinstance(module, Block):
+            module.aligned = needs_alignment(module.attn.qkv.in_features, module.attn.heads)
+            count += module.aligned
+        elif isinstance(module, PatchEmbed):
+            module.aligned = needs_alignment(module.proj.out_channels, 1)
+    return count
 
 
 def compile_pays(model: nn.Module, samples: int) -> bool:

@@ -39,7 +39,12 @@ from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import compile_pays, compile_regions, configure_cuda
+from image_bench.engine.optimize import (
+    SR_COMPILE_PAYS_FROM,
+    compile_pays,
+    compile_regions,
+    configure_cuda,
+)
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -305,7 +310,8 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
 
     ``compile``: on a GPU, torch.compile the repeated transformer blocks (engine/optimize.py;
     IMAGE-2 trains 1,680 -> 2,306 samples/s on the H100, graphed, at ~15-50 s of compilation)
-    when the run is long enough to repay it (``model.compile_pays_from`` samples); ignored on
+    when the run is long enough to repay it (``model.compile_pays_from`` samples), and the SR
+    parts too from ``SR_COMPILE_PAYS_FROM`` samples on; ignored on
     the CPU, where compiling takes longer than the short runs it would speed up. A stop signal
     (engine/interrupt.py) ends the run after the step in flight, saved in last.pt.
     Extra keywords (all optional): ``data`` = {'train': TensorSet, 'val': TensorSet or absent}
@@ -392,7 +398,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         events.append({"event": "resume", "step": start})
     compile = compile and device.type == "cuda" and compile_pays(model, cfg.steps * cfg.batch_size)
     if compile:
-        compiled_regions = compile_regions(model)
+        samples = cfg.steps * cfg.batch_size
+        compiled_regions = compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM)
     step_module: torch.nn.Module = StepModule(model)
     if d.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from image_bench.models.base import ModelOutput
+from image_bench.models.vit import PatchEmbed
 
 # ---------------------------------------------------------------------------------------------
 # fvcore handlers
@@ -201,7 +202,16 @@ def fvcore_analysis(model: nn.Module, inputs: torch.Tensor):
 
 
 def _conv_macs(module: nn.modules.conv._ConvNd, inputs, output) -> int:
-    positions = output.shape[0] * math.prod(output.shape[2:])
+    return _conv_macs_at(module, output.shape[0] * math.prod(output.shape[2:]))
+
+
+def _patch_embed_macs(module: PatchEmbed, inputs, output) -> int:
+    """PatchEmbed computes its strided convolution as a product (its proj module is not called):
+    counted as that convolution, one output position per token."""
+    return _conv_macs_at(module.proj, output.shape[0] * output.shape[1])
+
+
+def _conv_macs_at(module: nn.modules.conv._ConvNd, positions: int) -> int:
     per_position = (math.prod(module.kernel_size) * module.in_channels
                     * (module.out_channels // module.groups))
     bias = module.out_channels * positions if module.bias is not None else 0
@@ -269,6 +279,7 @@ _HOOK_RULES: dict[type, Any] = {
                      nn.AdaptiveMaxPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
                      nn.AdaptiveAvgPool3d), _input_numel_twice),
     nn.Upsample: _output_numel,
+    PatchEmbed: _patch_embed_macs,
 }
 
 

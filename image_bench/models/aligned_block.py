@@ -1,0 +1,85 @@
+"""A transformer block computed on zero-padded, tensor-core-aligned operands (issue 7).
+
+IMAGE's width D = 196 and head width 49 (Sec. 3.3; chosen to land the paper's parameter count)
+make each bf16 row of the blocks' matrix-product operands 392 or 98 bytes, not a multiple of
+16. cuBLAS then has to use its 2-byte-aligned sm80 kernels (``..._align2``; ``align1`` for the
+attention products): in IMAGE-2's training step those GEMMs were 41 of 97 ms (H100).
+
+Here the same block runs with its operands padded: D to ``aligned(D)`` (196 -> 200) and each head
+to ``aligned(D / heads)`` (49 -> 56). The padded weight rows and columns are zeros, made from the
+real parameters on every call (``F.pad``, which the compiled block fuses with the bf16 cast
+autocast does anyway), so every padded product equals the unpadded one: the extra terms are exact
+zeros. Parameters, state_dict, gradients and the counted cost (fvcore counts the plain block,
+which the CPU and eager paths keep) do not change. The activation pads fuse into the LayerNorm
+and GELU kernels, so only the compiled block gains: ``engine.optimize.compile_regions`` turns it
+on for the blocks that need it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
+
+
+def aligned(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def needs_alignment(dim: int, heads: int) -> bool:
+    return dim % ALIGN != 0 or (dim // heads) % ALIGN != 0
+
+
+def _pad_last(t: torch.Tensor, size: int) -> torch.Tensor:
+    return t if t.shape[-1] == size else F.pad(t, (0, size - t.shape[-1]))
+
+
+def _pad_heads(t: torch.Tensor, heads: int, head_dim: int, padded_head: int) -> torch.Tensor:
+    """(..., heads * head_dim) -> (..., heads * padded_head): zeros after each head's columns."""
+    split = t.unflatten(-1, (heads, head_dim))
+    return _pad_last(split, padded_head).flatten(-2)
+
+
+def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    """``F.linear`` with the output width padded to a multiple of 8, then sliced back."""
+    out = weight.shape[0]
+    padded = F.pad(weight, (0, 0, 0, aligned(out) - out))
+    bias = None if bias is None else _pad_last(bias, aligned(out))
+    return F.linear(x, padded, bias)[..., :out]
+
+
+def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = None):
+    """``vit.Block.forward`` on padded operands: x + MHSA(LN1(x)), then x1 + MLP(LN2(x1))."""
+    attn, mlp = block.attn, block.mlp
+    b, n, d = x.shape
+    h = attn.heads
+    dh = d // h
+    dp, dhp = aligned(d), aligned(dh)
+
+    # Attention: q, k, v of each head padded to dhp columns, the tokens' width to dp.
+    w_qkv = _pad_last(attn.qkv.weight.unflatten(0, (3, h, dh)), dp)  # (3, h, dh, dp)
+    w_qkv = F.pad(w_qkv, (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
+    b_qkv = attn.qkv.bias
+    if b_qkv is not None:
+        b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).reshape(-1)
+    y = _pad_last(block.norm1(x), dp)
+    q, k, v = F.linear(y, w_qkv, b_qkv).view(b, n, 3, h, dhp).permute(2, 0, 3, 1, 4)
+    scores = (q * attn.scale) @ k.transpose(-2, -1)  # attn.scale is dh ** -0.5: the real width
+    if mask is not None:
+        scores = scores + mask
+    heads_out = (scores.softmax(dim=-1).to(v.dtype) @ v).transpose(1, 2).reshape(b, n, h * dhp)
+    w_proj = F.pad(_pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))  # (dp, h * dhp)
+    x1 = x + F.linear(heads_out, w_proj, _pad_last(attn.proj.bias, dp))[..., :d]
+
+    # MLP: D and the hidden width (IMAGE: 4 D = 784, aligned already) padded; GELU(0) = 0.
+    hid = mlp.fc1.out_features
+    hp = aligned(hid)
+    w_fc1 = F.pad(_pad_last(mlp.fc1.weight, dp), (0, 0, 0, hp - hid))  # (hp, dp)
+    z = _pad_last(block.norm2(x1), dp)
+    hidden = mlp.act(F.linear(z, w_fc1, _pad_last(mlp.fc1.bias, hp)))
+    w_fc2 = F.pad(_pad_last(mlp.fc2.weight, hp), (0, 0, 0, dp - d))  # (dp, hp)
+    return x1 + F.linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
+
+
+__all__ = ["aligned", "aligned_block_forward", "aligned_linear", "needs_alignment"]

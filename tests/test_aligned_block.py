@@ -1,0 +1,87 @@
+"""The aligned transformer block (issue 7): same function, same gradients, switched on only where
+the widths need it. float64 on the CPU: the padded terms are exact zeros, so the two forms agree
+to rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from image_bench.engine.optimize import align_blocks
+from image_bench.models.aligned_block import aligned, needs_alignment
+from image_bench.models.image import IMAGE
+from image_bench.models.vit import Block, PatchEmbed
+
+
+def forward_and_grads(block: Block, x: torch.Tensor, mask, aligned_path: bool):
+    block.aligned = aligned_path
+    block.zero_grad(set_to_none=True)
+    x = x.clone().requires_grad_(True)
+    out = block(x, mask)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+    return out.detach(), x.grad, {n: p.grad for n, p in block.named_parameters()}
+
+
+@pytest.mark.parametrize("dim,heads,mlp_ratio,tokens,masked", [
+    (196, 4, 4.0, 7, False),   # IMAGE's widths: 196 -> 200, heads 49 -> 56
+    (196, 4, 4.0, 5, True),    # with an additive attention mask
+    (20, 2, 1.3, 3, False),    # hidden 26 -> 32 as well
+])
+def test_aligned_block_computes_the_same_function_and_gradients(dim, heads, mlp_ratio, tokens,
+                                                                 masked):
+    torch.manual_seed(0)
+    block = Block(dim, heads, mlp_ratio).double()
+    for p in block.parameters():  # non-trivial LayerNorm and biases too
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, tokens, dim, dtype=torch.float64)
+    mask = torch.randn(tokens, tokens, dtype=torch.float64) if masked else None
+    ref_out, ref_dx, ref_grads = forward_and_grads(block, x, mask, aligned_path=False)
+    out, dx, grads = forward_and_grads(block, x, mask, aligned_path=True)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, ref_dx, rtol=1e-12, atol=1e-12)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        assert grads[name].shape == ref_grads[name].shape, name  # the parameters' own shapes
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-12, atol=1e-12)
+
+
+def test_alignment_arithmetic():
+    assert [aligned(n) for n in (1, 8, 49, 196, 784)] == [8, 8, 56, 200, 784]
+    assert needs_alignment(196, 4)          # IMAGE: 392-byte rows, 98-byte heads
+    assert needs_alignment(64, 3)           # heads of 21
+    assert not needs_alignment(256, 8)      # SVTR's widest stage: heads of 32
+
+
+def test_only_the_blocks_that_need_it_are_aligned():
+    image = IMAGE(1, vit_depth=1, fuser_depth=1, clue_vit_depth=1)
+    assert align_blocks(image) == 3
+    blocks = [m for m in image.modules() if isinstance(m, Block)]
+    assert len(blocks) == 3 and all(b.aligned for b in blocks)
+    tiny = Block(16, 2)  # 16 wide, heads of 8: aligned already
+    assert align_blocks(tiny) == 0 and not tiny.aligned
+
+
+@pytest.mark.parametrize("aligned_path", [False, True])
+def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_path):
+    torch.manual_seed(0)
+    embed = PatchEmbed(5, 196, (8, 12), (4, 3)).double()
+    embed.aligned = aligned_path
+    x = torch.randn(2, 5, 8, 12, dtype=torch.float64)
+    conv = F.conv2d(x, embed.proj.weight, embed.proj.bias, stride=(4, 3))
+    expected = conv.flatten(2).transpose(1, 2) + embed.pos_embed
+    out = embed(x)
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    out.square().sum().backward()
+    weight_grad = embed.proj.weight.grad.clone()
+    embed.zero_grad()
+    expected.square().sum().backward()
+    torch.testing.assert_close(weight_grad, embed.proj.weight.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_sr_parts_are_regions_only_when_asked():
+    from image_bench.engine.optimize import region_types
+    from image_bench.models.srb import SRB
+
+    assert Block in region_types() and SRB not in region_types()
+    assert {Block, SRB} <= set(region_types(sr_parts=True))
