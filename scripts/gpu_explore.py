@@ -32,7 +32,9 @@ split SR tails (commit 61180b9): training ``cudnntail`` 2,355, ``base`` 2,587; T
 batch 1 (32-wide tiles): ``nofuse`` 5.40 ms, ``base`` 3.96 ms (1,729 -> 682 kernels per call);
 with programmatic dependent launch (commit 03511bd): ``nopdl`` 4.08 ms, ``base`` 3.78 ms; the
 MLP as one launch split over the hidden units: 3.85 -> 3.14 ms (571 kernels per call); the
-attention per head: 2.34-2.37 ms.
+attention per head: 2.34-2.37 ms. Training at commit 5ce82b6: ``whole`` 2,904 after 291 s of
+compilation; ``unaligned`` 2,522 against ``base`` (aligned blocks) 2,928; with q_VT's patch
+embedding as one product 3,063; ``nosr`` 3,105 against ``base`` 3,351 (SR parts compiled).
 """
 
 from __future__ import annotations
