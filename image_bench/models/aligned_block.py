@@ -11,8 +11,9 @@ real parameters on every call (``F.pad``, which the compiled block fuses with th
 autocast does anyway), so every padded product equals the unpadded one: the extra terms are exact
 zeros. Parameters, state_dict, gradients and the counted cost (fvcore counts the plain block,
 which the CPU and eager paths keep) do not change. The activation pads fuse into the LayerNorm
-and GELU kernels, so only the compiled block gains: ``engine.optimize.compile_regions`` turns it
-on for the blocks that need it.
+kernels and the output slices into the residual adds, so only the compiled block gains:
+``engine.optimize.compile_regions`` turns it on for the blocks that need it (IMAGE-2 training on
+the H100: 2,522 -> 2,928 samples/s, GEMMs 40.7 -> 28.8 ms per step; docs/speed.md).
 """
 
 from __future__ import annotations
