@@ -49,7 +49,6 @@ import torch
 import torch.nn.functional as F
 
 import image_bench.engine.bench as bench
-import image_bench.engine.optimize as optimize
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import vit
@@ -68,14 +67,12 @@ def sdpa_forward(self, x, mask=None):
 
 BUILD = bench.build_bench_model
 FUSE = bench.fuse_blocks_for_inference
-ALIGN = optimize.align_blocks
 
 
 def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     TailConv2d.split = "cudnntail" not in name
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
-    optimize.align_blocks = (lambda model: 0) if "unaligned" in name.split("-") else ALIGN
     if torch.cuda.is_available():
         from image_bench.kernels import block_kernels
 
@@ -95,13 +92,15 @@ def use_variant(name: str) -> None:
     bench.build_bench_model = build
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
 
-    def whole(model, sr_parts=False):  # one graph (dynamo must be allowed into nn.GRU)
+    def whole(model, sr_parts=False, align=False):  # one graph (dynamo must be allowed into nn.GRU)
         torch._dynamo.config.allow_rnn = True
         model.compile(dynamic=False, mode=mode)
         return ["<whole model>"]
 
-    def regions(model, sr_parts=False):  # as the bench calls it, less the SR parts for nosr
-        return compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in name)
+    def regions(model, sr_parts=False, align=False):  # as the bench calls it, less what the
+        tokens = name.split("-")                        # variant turns off
+        return compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in tokens,
+                               align=align and "unaligned" not in tokens)
 
     bench.compile_regions = whole if "whole" in name else regions
     torch._dynamo.reset()
@@ -136,6 +135,7 @@ def main() -> None:
     ap.add_argument("--kernels", default="base")
     ap.add_argument("--out", default="runs/explore")
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=1, help="latency: the inference batch size")
     args = ap.parse_args()
     configure_cuda()
     device = torch.device("cuda")
@@ -151,7 +151,8 @@ def main() -> None:
                 r = bench.training_speed(args.model, device, "optimized", 256, args.steps, 3)
             else:
                 model = bench.build_bench_model(args.model, None, device)
-                r = bench._inference(model, None, device, "optimized", (1,), 200, 20)
+                r = bench._inference(model, None, device, "optimized", (args.batch,),
+                                     200 if args.batch == 1 else 20, 20)
                 if variant in args.kernels.split(","):
                     r["kernels"] = batch1_kernels(model, device)
         except Exception as exc:  # noqa: BLE001 - report and go on
@@ -159,7 +160,7 @@ def main() -> None:
         r["wall_s"] = time.perf_counter() - t
         report["results"][variant] = r
         figure = (r.get("samples_per_s") if args.what == "train"
-                  else r.get("batch1", {}).get("per_image_ms"))
+                  else r.get(f"batch{args.batch}", {}).get("per_image_ms"))
         print(f"{args.model} {args.what} {variant:14s} -> {figure}  ({r['wall_s']:.0f} s) "
               f"{r.get('levers', r.get('error'))}", flush=True)
         if "kernels" in r:

@@ -34,12 +34,18 @@ def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
     return (Block, MixingBlock) + ((SRB, ConvDecoder, Projector) if sr_parts else ())
 
 
-def compile_regions(model: nn.Module, mode: str | None = None, sr_parts: bool = False) -> list[str]:
+def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool = False,
+                    align: bool = False) -> list[str]:
     """torch.compile every repeated block of ``model`` in place (``mode`` as torch.compile's;
-    ``sr_parts`` as :func:`region_types`); returns their names. Transformer blocks whose width
-    or head width is not a multiple of 8 (IMAGE: 196 and 49) compute on zero-padded, aligned
-    operands (models/aligned_block.py): the pads fuse into the compiled blocks' kernels."""
-    align_blocks(model)
+    ``sr_parts`` as :func:`region_types`); returns their names.
+
+    ``align``: transformer blocks whose width or head width is not a multiple of 8 (IMAGE: 196
+    and 49) compute on zero-padded, aligned operands (:func:`align_blocks`). Measured to help
+    training steps, which run as CUDA graphs; the pads add launches, and uncaptured large-batch
+    inference is bound by launching (IMAGE-2 at batch 256, H100: 23 ms of kernels in a 55-126 ms
+    call), so inference keeps the plain blocks."""
+    if align:
+        align_blocks(model)
     types = region_types(sr_parts)
     # SVTR's local and global mixers differ only in their mask buffer, so each shape/mask
     # combination compiles once; the default limit of 8 would send later blocks back to eager.

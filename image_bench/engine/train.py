@@ -399,7 +399,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     compile = compile and device.type == "cuda" and compile_pays(model, cfg.steps * cfg.batch_size)
     if compile:
         samples = cfg.steps * cfg.batch_size
-        compiled_regions = compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM)
+        compiled_regions = compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM,
+                                           align=True)
     step_module: torch.nn.Module = StepModule(model)
     if d.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(

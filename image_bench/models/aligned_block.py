@@ -12,8 +12,10 @@ autocast does anyway), so every padded product equals the unpadded one: the extr
 zeros. Parameters, state_dict, gradients and the counted cost (fvcore counts the plain block,
 which the CPU and eager paths keep) do not change. The activation pads fuse into the LayerNorm
 kernels and the output slices into the residual adds, so only the compiled block gains:
-``engine.optimize.compile_regions`` turns it on for the blocks that need it (IMAGE-2 training on
-the H100: 2,522 -> 2,928 samples/s, GEMMs 40.7 -> 28.8 ms per step; docs/speed.md).
+``engine.optimize.compile_regions(..., align=True)`` turns it on for the blocks that need it, in
+training (IMAGE-2 on the H100: 2,522 -> 2,928 samples/s, GEMMs 40.7 -> 28.8 ms per step;
+docs/speed.md). Not in inference, which is not graphed at large batches: the pads are more
+launches, and there the launches bound the call.
 """
 
 from __future__ import annotations

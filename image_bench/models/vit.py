@@ -60,7 +60,8 @@ class Block(nn.Module):
     """Pre-norm transformer encoder layer: x + MHSA(LN(x)), then x + MLP(LN(x)).
 
     ``aligned = True`` computes the same function on zero-padded operands (models/aligned_block.py;
-    set by ``engine.optimize.compile_regions`` where D or the head width is not a multiple of 8)."""
+    set by ``engine.optimize.compile_regions(..., align=True)`` for training, where D or the head
+    width is not a multiple of 8)."""
 
     aligned = False
 
