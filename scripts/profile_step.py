@@ -50,7 +50,7 @@ def main():
         model = build(name).cuda().train()
         if args.compile:
             t0 = time.perf_counter()
-            regions = compile_regions(model, sr_parts=True)  # as the bench trains
+            regions = compile_regions(model, sr_parts=True, align=True)  # as the bench trains
             step(model, torch.optim.AdamW(model.parameters()), random_batch(args.batch, "cuda"))
             print(f"compiled {len(regions)} regions in {time.perf_counter() - t0:.1f} s")
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], fused=True)
