@@ -83,6 +83,14 @@ def compile_pays(model: nn.Module, samples: int) -> bool:
     return samples >= getattr(model, "compile_pays_from", 0)
 
 
+def compile_for_training(model: nn.Module, samples: int) -> list[str]:
+    """Compile what a training run of ``samples`` repays (:func:`compile_pays` for the blocks,
+    ``SR_COMPILE_PAYS_FROM`` for the SR parts), on aligned operands; returns the regions."""
+    if not compile_pays(model, samples):
+        return []
+    return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True)
+
+
 def configure_cuda() -> None:
     """TF32 for the float32 matrix products that stay outside bf16 autocast (losses, CTC heads)."""
     torch.backends.cuda.matmul.allow_tf32 = True

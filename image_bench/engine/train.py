@@ -39,12 +39,7 @@ from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import (
-    SR_COMPILE_PAYS_FROM,
-    compile_pays,
-    compile_regions,
-    configure_cuda,
-)
+from image_bench.engine.optimize import compile_for_training, configure_cuda
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -311,8 +306,9 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
     ``compile``: on a GPU, torch.compile the repeated transformer blocks (engine/optimize.py;
     IMAGE-2 trains 1,680 -> 2,306 samples/s on the H100, graphed, at ~15-50 s of compilation)
     when the run is long enough to repay it (``model.compile_pays_from`` samples), and the SR
-    parts too from ``SR_COMPILE_PAYS_FROM`` samples on; ignored on
-    the CPU, where compiling takes longer than the short runs it would speed up. A stop signal
+    parts too from ``SR_COMPILE_PAYS_FROM`` samples on (``optimize.compile_for_training``);
+    ignored on the CPU, where compiling takes longer than the short runs it would speed up.
+    A stop signal
     (engine/interrupt.py) ends the run after the step in flight, saved in last.pt.
     Extra keywords (all optional): ``data`` = {'train': TensorSet, 'val': TensorSet or absent}
     instead of resolving ``cfg.data``; ``checkpoint_every``/``validate_every`` instead of the
@@ -396,11 +392,9 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         start, best_score = resume["step"], resume.get("best_score")
         _set_rng_state(resume["rng"], device)
         events.append({"event": "resume", "step": start})
-    compile = compile and device.type == "cuda" and compile_pays(model, cfg.steps * cfg.batch_size)
-    if compile:
-        samples = cfg.steps * cfg.batch_size
-        compiled_regions = compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM,
-                                           align=True)
+    compiled_regions: list[str] = []
+    if compile and device.type == "cuda":
+        compiled_regions = compile_for_training(model, cfg.steps * cfg.batch_size)
     step_module: torch.nn.Module = StepModule(model)
     if d.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(
@@ -414,7 +408,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     if d.main:
         env = environment(device)
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
-                   compiled_regions=len(compiled_regions) if compile else 0,
+                   compiled_regions=len(compiled_regions),
                    cuda_graph=graphed,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
