@@ -85,3 +85,10 @@ def test_sr_parts_are_regions_only_when_asked():
 
     assert Block in region_types() and SRB not in region_types()
     assert {Block, SRB} <= set(region_types(sr_parts=True))
+
+
+def test_patch_embedding_refuses_an_input_of_the_wrong_size():
+    embed = PatchEmbed(5, 16, (8, 12), (4, 3))
+    for shape in [(1, 5, 8, 15), (1, 5, 12, 8), (1, 4, 8, 12)]:  # 12x8 would tile, transposed
+        with pytest.raises(ValueError, match="patch embedding"):
+            embed(torch.zeros(shape))

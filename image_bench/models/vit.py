@@ -96,7 +96,7 @@ class PatchEmbed(nn.Module):
         if gh * patch_size[0] != image_size[0] or gw * patch_size[1] != image_size[1]:
             raise ValueError(f"patch {patch_size} does not tile image {image_size}")
         self.num_tokens = gh * gw
-        self.patch_size = tuple(patch_size)
+        self.image_size, self.patch_size = tuple(image_size), tuple(patch_size)
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -104,6 +104,9 @@ class PatchEmbed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         ph, pw = self.patch_size
+        if (c, h, w) != (self.proj.in_channels, *self.image_size):
+            raise ValueError(f"patch embedding reads (B, {self.proj.in_channels}, "
+                             f"{self.image_size[0]}, {self.image_size[1]}), got {tuple(x.shape)}")
         # (B, C, H, W) -> (B, tokens, C * ph * pw), tokens row-major as conv output's flatten(2)
         patches = (x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
                    .reshape(b, self.num_tokens, c * ph * pw))
