@@ -19,6 +19,8 @@ batch 1 the call is a CUDA graph):
   aligned ones (``models.aligned_block``);
 - ``nosr``: only the transformer blocks compiled, not the SR parts (SRBs with the fused GRU
   inside, the conv decoders, q_PJ), whose BatchNorm, Mish, pixel shuffle and copies then fuse;
+- ``noattn``: the written-out attention products instead of the Triton short-sequence attention
+  (``models.attention``, ``kernels.short_attention``);
 - ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -51,10 +53,10 @@ import torch.nn.functional as F
 import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import vit
+from image_bench.models import attention, vit
 from image_bench.models.tail_conv import TailConv2d
 
-WRITTEN_OUT = vit.Attention.forward  # the suite's attention: two products and a softmax
+WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
 
 
 def sdpa_forward(self, x, mask=None):
@@ -71,6 +73,7 @@ FUSE = bench.fuse_blocks_for_inference
 
 def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
+    attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
     if torch.cuda.is_available():

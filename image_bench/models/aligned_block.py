@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from image_bench.models.attention import attend
+
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
 
 
@@ -67,11 +69,8 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     if b_qkv is not None:
         b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).reshape(-1)
     y = _pad_last(block.norm1(x), dp)
-    q, k, v = F.linear(y, w_qkv, b_qkv).view(b, n, 3, h, dhp).permute(2, 0, 3, 1, 4)
-    scores = (q * attn.scale) @ k.transpose(-2, -1)  # attn.scale is dh ** -0.5: the real width
-    if mask is not None:
-        scores = scores + mask
-    heads_out = (scores.softmax(dim=-1).to(v.dtype) @ v).transpose(1, 2).reshape(b, n, h * dhp)
+    # attn.scale is dh ** -0.5: the real width
+    heads_out = attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
     w_proj = F.pad(_pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))  # (dp, h * dhp)
     x1 = x + F.linear(heads_out, w_proj, _pad_last(attn.proj.bias, dp))[..., :d]
 

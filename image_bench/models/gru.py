@@ -44,6 +44,13 @@ def _load_fused() -> None:
         register_fused_gru(kernels.fused_bigru, kernels.supports)
 
 
+# Imported with this module where CUDA is present, not on the first call: that call usually runs
+# inside a compiled SRB's trace, where the import broke the SRB into 5 graphs (H100,
+# torch._dynamo.explain; one graph once imported).
+if torch.cuda.is_available():
+    _load_fused()
+
+
 def fused_gru_available() -> bool:
     """Whether a fused path is (or can be) installed; imports it on first call."""
     if not _import_tried:

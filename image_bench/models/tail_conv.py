@@ -13,7 +13,6 @@ plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 import torch
@@ -48,7 +47,6 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return sum_shifted(z, bias, k, h, w)
 
 
-@functools.cache
 def _triton_sum_shifted() -> Callable | None:
     """The Triton shifted sum as an autograd Function, or None without triton."""
     kernels = triton_module("shifted_planes")
@@ -71,6 +69,11 @@ def _triton_sum_shifted() -> Callable | None:
     return SumShifted.apply
 
 
+# Built with this module where CUDA is present, not on the first call: that call usually runs
+# inside a compiled region's trace, where importing the kernels would break the graph.
+_SUM_SHIFTED = _triton_sum_shifted() if torch.cuda.is_available() else None
+
+
 class TailConv2d(nn.Conv2d):
     """A stride-1, 'same'-padded k x k ``nn.Conv2d`` that runs split on CUDA (see the module)
     for batches of at least ``split_min_batch``.
@@ -89,10 +92,9 @@ class TailConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.split and x.is_cuda and x.dim() == 4 and x.shape[0] >= self.split_min_batch:
-            sum_shifted = _triton_sum_shifted()
-            if sum_shifted is not None:
-                return split_conv2d(x, self.weight, self.bias, sum_shifted)
+        if (self.split and _SUM_SHIFTED is not None and x.is_cuda and x.dim() == 4
+                and x.shape[0] >= self.split_min_batch):
+            return split_conv2d(x, self.weight, self.bias, _SUM_SHIFTED)
         return super().forward(x)
 
 

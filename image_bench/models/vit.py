@@ -15,15 +15,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from image_bench.models.aligned_block import aligned_block_forward, aligned_linear
+from image_bench.models.attention import attend
 
 
 class Attention(nn.Module):
     """Multi-head self-attention, softmax(q k^T / sqrt(d_h) + mask) v, with an additive mask.
 
-    Written out rather than ``F.scaled_dot_product_attention``: IMAGE's heads are 196 / 4 = 49
-    wide, which the flash kernels pad to 56 (copying q, k, v and the output on every call), and
-    with 32-64 tokens the two products are small. Compiled, the written-out form trains IMAGE-2
-    6.6% faster on the H100 (2,164 -> 2,306 samples/s, scripts/gpu_explore.py).
+    Not ``F.scaled_dot_product_attention``: IMAGE's heads are 196 / 4 = 49 wide, which the flash
+    kernels pad to 56 (copying q, k, v and the output on every call), and with 32-64 tokens the
+    two products are small. Written out and compiled, IMAGE-2 trained 6.6% faster on the H100
+    than through SDPA (2,164 -> 2,306 samples/s, scripts/gpu_explore.py); :func:`attend` now
+    runs its own kernels on CUDA.
     """
 
     def __init__(self, dim: int, heads: int, qkv_bias: bool = True):
@@ -36,13 +38,7 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        scores = (q * self.scale) @ k.transpose(-2, -1)
-        if mask is not None:
-            scores = scores + mask
-        attn = scores.softmax(dim=-1).to(v.dtype)  # float32 under autocast (its fp32 list)
-        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+        return self.proj(attend(self.qkv(x), self.heads, self.scale, mask))
 
 
 class Mlp(nn.Module):
