@@ -21,7 +21,9 @@ batch 1 the call is a CUDA graph):
   inside, the conv decoders, q_PJ), whose BatchNorm, Mish, pixel shuffle and copies then fuse;
 - ``noattn``: the written-out attention products instead of the Triton short-sequence attention
   (``models.attention``, ``kernels.short_attention``);
-- ``cl``: channels_last weights (training; the latency path tries it on its own); ``whole``: the
+- ``cl``: channels_last weights (training; the latency path tries it on its own; IMAGE trains
+  with them anyway, ``BenchModel.train_channels_last``); ``nocl``: training without them;
+  ``whole``: the
   whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
@@ -68,6 +70,7 @@ def sdpa_forward(self, x, mask=None):
 
 
 BUILD = bench.build_bench_model
+LAYOUT = bench.training_layout
 FUSE = bench.fuse_blocks_for_inference
 
 
@@ -93,6 +96,7 @@ def use_variant(name: str) -> None:
         return model
 
     bench.build_bench_model = build
+    bench.training_layout = (lambda model, device: False) if "nocl" in name.split("-") else LAYOUT
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
 
     def whole(model, sr_parts=False, align=False):  # one graph (dynamo must be allowed into nn.GRU)

@@ -4,9 +4,10 @@
 
 ``check``: the kernels against the written-out attention in float64 on the same rounded inputs
 (outputs and the qkv gradient), at IMAGE's shapes and odd ones, bf16 and fp16; exits 1 on a
-relative error above 1e-2. ``bench``: forward + backward at IMAGE's two shapes (batch 256, 32 and
-64 tokens, 4 heads of 56), fused against the written-out attention compiled, median of
-``triton.testing.do_bench``. Results to stdout and DIR/short_attention.json.
+relative error above 1e-2. ``sweep``: warps per program for each kernel. ``bench``: forward +
+backward at IMAGE's two shapes (batch 256, 32 and 64 tokens, 4 heads of 56), fused against the
+written-out attention compiled. Timings are medians of ``triton.testing.do_bench``. Results
+to stdout and DIR/short_attention.json.
 
 ``--smoke`` runs the check on the CPU through the Triton interpreter (TRITON_INTERPRET=1 set by
 the caller; fp16 and tiny shapes, since the interpreter's bf16 products are wrong).
@@ -69,6 +70,30 @@ def _fwd_bwd_ms(fn, qkv: torch.Tensor, grad: torch.Tensor) -> float:
     return do_bench(step, warmup=25, rep=200)
 
 
+def sweep(device: torch.device) -> list[dict]:
+    """Warps per program for each kernel at IMAGE's two shapes, the kernels alone, replayed as a
+    CUDA graph (``do_bench_cudagraph``: without the host's launch time, which the training step
+    does not pay either)."""
+    from triton.testing import do_bench_cudagraph
+
+    rows = []
+    for n in (32, 64):
+        qkv = torch.randn(256, n, 3 * 4 * 56, device=device, dtype=torch.bfloat16)
+        grad = torch.randn(256, n, 4 * 56, device=device, dtype=torch.bfloat16)
+        scale = 56 ** -0.5
+        for warps in (1, 2, 4, 8):
+            sa.OVERRIDE.update(fwd=warps, bwd=warps)
+            try:
+                fwd = do_bench_cudagraph(lambda: sa.attention_forward(qkv, 4, scale))  # noqa: B023
+                bwd = do_bench_cudagraph(
+                    lambda: sa.attention_backward(qkv, grad, 4, scale))  # noqa: B023
+            finally:
+                sa.OVERRIDE.clear()
+            rows.append({"tokens": n, "warps": warps, "fwd_ms": fwd, "bwd_ms": bwd})
+            print(f"sweep n={n} warps={warps}: fwd {fwd:.4f} ms, bwd {bwd:.4f} ms", flush=True)
+    return rows
+
+
 def bench(device: torch.device) -> list[dict]:
     compiled = torch.compile(attention.written_out_attention, dynamic=False)
     rows = []
@@ -90,7 +115,7 @@ def bench(device: torch.device) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/short_attention")
-    ap.add_argument("--only", default="check,bench")
+    ap.add_argument("--only", default="check,sweep,bench")
     ap.add_argument("--smoke", action="store_true")
     args = ap.parse_args()
     if args.smoke:
@@ -101,6 +126,8 @@ def main() -> int:
     report = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     if "check" in parts:
         report["check"] = check(device, SHAPES, [torch.bfloat16, torch.float16])
+    if "sweep" in parts:
+        report["sweep"] = sweep(device)
     if "bench" in parts:
         report["bench"] = bench(device)
     out = Path(args.out)

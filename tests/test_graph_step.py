@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from image_bench import charset
 from image_bench.engine.data import ResidentSet
 from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.step import StepModule, Stepper, make_optimizer, set_capturable
+from image_bench.engine.optimize import training_layout
+from image_bench.engine.step import (
+    StepModule,
+    Stepper,
+    make_optimizer,
+    match_state_layout,
+    set_capturable,
+)
 from image_bench.losses import ctc_loss, ctc_nll, sync_free_ctc_losses
 from image_bench.models import base
 from tests.helpers import make_batch
@@ -71,6 +78,36 @@ def test_capturable_settings_stay_plain_on_cpu():
     with pytest.raises(ValueError, match="CUDA"):
         GraphedStepper(Stepper(StepModule(model), optimizer, scheduler, grad_clip=1.0,
                                device=torch.device("cpu")))
+
+
+def test_optimizer_state_takes_its_parameters_layout():
+    """A run that trains in channels_last (IMAGE on CUDA) resumes from a state saved in either
+    layout: the moments are re-laid like their parameters, values unchanged."""
+    conv = torch.nn.Conv2d(3, 4, 3)
+    settings = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0, "eps": 1e-8,
+                "warmup_steps": 0}
+    optimizer, _ = make_optimizer(conv, settings, torch.device("cpu"))
+    conv(torch.randn(2, 3, 8, 8)).sum().backward()
+    optimizer.step()
+    saved = optimizer.state_dict()
+    conv.to(memory_format=torch.channels_last)  # what training_layout does on CUDA
+    optimizer.load_state_dict(saved)
+    moment = optimizer.state[conv.weight]["exp_avg"]
+    assert moment.stride() != conv.weight.stride()  # loaded as saved
+    before = moment.clone()
+    match_state_layout(optimizer)
+    relaid = optimizer.state[conv.weight]["exp_avg"]
+    assert relaid.stride() == conv.weight.stride()
+    assert relaid.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(relaid, before)
+    assert optimizer.state[conv.bias]["exp_avg"].stride() == conv.bias.stride()
+
+
+def test_training_layout_is_for_cuda_and_models_that_measured_it():
+    image = base.build("image-1", vit_depth=1, fuser_depth=1, clue_vit_depth=1)
+    assert type(image).train_channels_last and not type(base.build("crnn")).train_channels_last
+    assert training_layout(image, torch.device("cpu")) is False
+    assert all(p.is_contiguous() for p in image.parameters())
 
 
 def test_resident_set_gives_lengths_on_either_side():

@@ -31,7 +31,7 @@ import torch
 from image_bench.engine.checkpoint import build_by_name
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import compile_regions, configure_cuda
+from image_bench.engine.optimize import compile_regions, configure_cuda, training_layout
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
 from image_bench.models.fused_block import fuse_blocks_for_inference
@@ -222,11 +222,12 @@ def _training_setup(name: str, device: torch.device, optimized: bool, batch: int
     torch.manual_seed(0)
     model = build_bench_model(name, model_kwargs, device).train()
     graphed = optimized and cuda_graph and device.type == "cuda" and model.graph_safe
+    levers: dict = {"fused_adamw": optimized and device.type == "cuda",
+                    "channels_last": optimized and training_layout(model, device)}
     settings = optim_settings(model, 1e-4)
     # eager: the plain foreach AdamW; optimized: fused AdamW (make_optimizer's CUDA default)
     optimizer, scheduler = make_optimizer(model, settings, device if optimized else
                                           torch.device("cpu"), capturable=graphed)
-    levers: dict = {"fused_adamw": optimized and device.type == "cuda"}
     if optimized and compile:
         try:
             # steady-state speed: the SR parts compiled too, as long training runs have them

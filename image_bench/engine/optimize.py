@@ -91,6 +91,16 @@ def compile_for_training(model: nn.Module, samples: int) -> list[str]:
     return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True)
 
 
+def training_layout(model: nn.Module, device: torch.device) -> bool:
+    """channels_last 4-D weights for training on CUDA where the model measured it faster
+    (``model.train_channels_last``); before the optimiser is made, so its state follows. Returns
+    whether it did. Parameters keep their identity; checkpoints load into either layout."""
+    if device.type != "cuda" or not getattr(model, "train_channels_last", False):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
+
+
 def configure_cuda() -> None:
     """TF32 for the float32 matrix products that stay outside bf16 autocast (losses, CTC heads)."""
     torch.backends.cuda.matmul.allow_tf32 = True

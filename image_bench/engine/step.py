@@ -72,6 +72,19 @@ def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool,
         group["lr"] = torch.tensor(lr, device=device) if capturable else lr
 
 
+def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each per-parameter state tensor (AdamW's moments) its parameter's memory layout: a
+    state saved by a run in another layout (engine.optimize.training_layout) loads as saved, and
+    the fused step wants both alike."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if (torch.is_tensor(value) and value.shape == p.shape
+                        and value.stride() != p.stride()):
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
 class StepModule(nn.Module):
     """forward(batch) = the model's training_step loss terms, so DDP sees one forward call."""
 

@@ -39,11 +39,12 @@ from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import compile_for_training, configure_cuda
+from image_bench.engine.optimize import compile_for_training, configure_cuda, training_layout
 from image_bench.engine.step import (
     StepModule,
     Stepper,
     make_optimizer,
+    match_state_layout,
     optim_settings,
     set_capturable,
 )
@@ -381,12 +382,14 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     order = BatchOrder(len(train_rs), cfg.batch_size, cfg.seed, d.rank, d.world)
 
     graphed = cuda_graph and device.type == "cuda" and d.world == 1 and model.graph_safe
+    channels_last = training_layout(model, device)
     settings = optim_settings(model, cfg.lr)
     optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
     start, best_score = 0, None
     if resume is not None:
         load_weights(model, resume["model"], strict=True)
         optimizer.load_state_dict(resume["optimizer"])
+        match_state_layout(optimizer)
         set_capturable(optimizer, graphed, device)  # the saved state may come from either path
         scheduler.load_state_dict(resume["scheduler"])
         start, best_score = resume["step"], resume.get("best_score")
@@ -409,7 +412,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         env = environment(device)
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
                    compiled_regions=len(compiled_regions),
-                   cuda_graph=graphed,
+                   cuda_graph=graphed, channels_last=channels_last,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)

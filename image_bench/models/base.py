@@ -67,6 +67,9 @@ class BenchModel(nn.Module):
     # Training samples from which compiling the repeated blocks (engine.optimize) saves more
     # time than it costs; shorter runs train them eagerly (still as a CUDA graph).
     compile_pays_from: ClassVar[int] = 0
+    # Whether training on CUDA keeps the 4-D weights (so the convolutions' activations) in
+    # channels_last, where that was measured faster (engine.optimize.training_layout).
+    train_channels_last: ClassVar[bool] = False
 
     def loss(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
