@@ -247,9 +247,12 @@ def bench(models, json_path, device, recognizer, iters, throughput_batch, train_
     Console().print(table)
     grus = _gru_rows(device)
     for g in grus:
+        graphed = ("; as CUDA graphs: cuDNN {:.2f} ms, fused {:.2f} ms, {:.1f}x".format(
+            g["cudnn_graph_ms"], g["fused_graph_ms"], g["graph_speedup"])
+            if g.get("graph_speedup") else "; not capturable as CUDA graphs")
         click.echo(f"GRU alone (fwd+bwd, {g['dtype']}, {g['sequences']} x {g['steps']} steps): "
                    f"cuDNN {g['cudnn_ms']:.2f} ms, fused {g['fused_ms']:.2f} ms, "
-                   f"{g['speedup']:.1f}x")
+                   f"{g['speedup']:.1f}x (eager){graphed}")
     for r in results:
         for k in r.get("top_kernels", []):
             click.echo(f"  {r['model']}: {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms  "

@@ -1,8 +1,11 @@
 """The GRU-alone row of ``image-bench bench``: fused Triton BiGRU vs cuDNN nn.GRU.
 
 ``bench_bigru`` times forward+backward of one ``nn.GRU(64, 32, bidirectional=True,
-batch_first=True)`` on the SRB's shapes (median of ``triton.testing.do_bench``, device events).
-CUDA only; it imports triton lazily through the dispatcher.
+batch_first=True)`` on the SRB's shapes two ways, medians of device events: called eagerly
+(``triton.testing.do_bench``; the fused call's host launches take longer than its kernels, so this
+figure moves with host load: 3.7-5.3x at 4096 x 64 across runs) and replayed as a CUDA graph
+(``do_bench_cudagraph``: GPU time alone, as the training step replays both paths). CUDA only; it
+imports triton lazily through the dispatcher.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ def _median_ms(fn) -> float:
     import triton.testing
 
     return triton.testing.do_bench(fn, warmup=50, rep=300, return_mode="median")
+
+
+def _graph_median_ms(fn) -> float | None:
+    """``fn`` replayed as a CUDA graph; None where it cannot be captured."""
+    import triton.testing
+
+    try:
+        return triton.testing.do_bench_cudagraph(fn, rep=300, return_mode="median")
+    except (RuntimeError, torch.cuda.CudaError):
+        torch.cuda.synchronize()
+        return None
 
 
 def bench_bigru(n_seq: int, steps: int, amp: torch.dtype | None = torch.bfloat16,
@@ -48,9 +62,14 @@ def bench_bigru(n_seq: int, steps: int, amp: torch.dtype | None = torch.bfloat16
 
     cudnn_ms = _median_ms(step(False))
     fused_ms = _median_ms(step(True))
+    cudnn_graph_ms = _graph_median_ms(step(False))
+    fused_graph_ms = _graph_median_ms(step(True))
+    graphed = cudnn_graph_ms is not None and fused_graph_ms is not None
     return {"sequences": n_seq, "steps": steps,
             "dtype": str(amp or torch.float32).replace("torch.", ""),
-            "cudnn_ms": cudnn_ms, "fused_ms": fused_ms, "speedup": cudnn_ms / fused_ms}
+            "cudnn_ms": cudnn_ms, "fused_ms": fused_ms, "speedup": cudnn_ms / fused_ms,
+            "cudnn_graph_ms": cudnn_graph_ms, "fused_graph_ms": fused_graph_ms,
+            "graph_speedup": cudnn_graph_ms / fused_graph_ms if graphed else None}
 
 
 def bench_srb_grus(amp: torch.dtype | None = torch.bfloat16) -> list[dict]:
