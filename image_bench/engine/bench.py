@@ -12,8 +12,9 @@ Modes:
   launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
   transformer blocks (``engine.optimize``), channels_last when a short trial at each batch size
   shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1 call is
-  dominated by kernel launches); training steps with fused AdamW, replayed as one CUDA
-  graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
+  dominated by kernel launches); training steps with fused AdamW, the model's training layout
+  (``engine.optimize.training_layout``: channels_last where measured faster), replayed as one
+  CUDA graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
   its error, and the mode still runs with the others.
 
 On CPU everything runs with few iterations and the result says ``"figures": "CPU"``.

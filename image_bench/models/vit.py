@@ -3,9 +3,10 @@
 The layout (and so the state_dict names) is timm's ``vision_transformer.Block``: pre-norm,
 ``attn.qkv``/``attn.proj``, ``mlp.fc1``/``mlp.fc2``. timm itself is not imported: every timm
 release imports torchvision, whose PyPI build links the CUDA build of torch, so it cannot be
-imported beside the CPU build this suite tests on. Attention is written out as two matrix
-products and a softmax (see :class:`Attention` for why); fvcore counts both products through its
-matmul handler, as it counted them through the suite's SDPA handler before.
+imported beside the CPU build this suite tests on. The attention core is ``models.attention``:
+Triton kernels on CUDA in 16-bit, elsewhere two matrix products and a softmax (see
+:class:`Attention` for why not SDPA); fvcore, which counts in fp32, counts both products through
+its matmul handler.
 """
 
 from __future__ import annotations
