@@ -46,9 +46,9 @@ PROFILES = {
                      pretrain_steps=3, pretrain_batch=4, finetune_steps=2, finetune_batch=4,
                      helper_steps=2, eval_batch=16, checkpoint_every=2, validate_every=3,
                      helper_batch=4),
-    # quick: one H100, sized for about 20 minutes with data generation (measured: 18.0 minutes of
-    # `run all` in two calls at 0e58a6f, where IMAGE-2 pretrained at ~3,100 samples/s on aligned
-    # operands; 19.1 at 03511bd, 21.3 at 61180b9; since 61180b9 a cut saves the step
+    # quick: one H100, sized for about 20 minutes with data generation (measured: 17.7 minutes of
+    # `run all` in two calls at 0f4414f, where IMAGE-2 pretrained at ~3,500 samples/s; 18.0 at
+    # 0e58a6f (~3,100 samples/s); 19.1 at 03511bd, 21.3 at 61180b9; since 61180b9 a cut saves the step
     # in flight, SVTR trains uncompiled at this length, and synth is 300k pairs, not 500k: an S
     # run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100 speeds
     # (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA graph;
