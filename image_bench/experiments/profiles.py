@@ -48,12 +48,12 @@ PROFILES = {
                      helper_batch=4),
     # quick: one H100, sized for about 20 minutes with data generation (measured: 17.7 minutes of
     # `run all` in two calls at 0f4414f, where IMAGE-2 pretrained at ~3,500 samples/s; 18.0 at
-    # 0e58a6f (~3,100 samples/s); 19.1 at 03511bd, 21.3 at 61180b9; since 61180b9 a cut saves the step
-    # in flight, SVTR trains uncompiled at this length, and synth is 300k pairs, not 500k: an S
-    # run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100 speeds
-    # (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA graph;
-    # image-bench bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch 256
-    # IMAGE-2 ~2,590, IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200.
+    # 0e58a6f (~3,100 samples/s); 19.1 at 03511bd, 21.3 at 61180b9; since 61180b9 a cut saves
+    # the step in flight, SVTR trains uncompiled at this length, and synth is 300k pairs, not
+    # 500k: an S run draws 1,000 x 256 = 256k, so it still sees no pair twice) from measured H100
+    # speeds (bf16, compiled transformer blocks, split SR tails, the whole step replayed as a CUDA
+    # graph; image-bench bench, scripts/gpu_step.py, gpu_explore.py): training samples/s at batch
+    # 256 IMAGE-2 ~2,590, IMAGE-1 ~3,850, CRNN ~20,500, SVTR ~9,200, TPGSR ~5,400, C3-STISR ~2,200.
     # Steps: at the paper's lr (1e-4) CRNN leaves CTC's all-blank phase after ~500 steps of 256
     # and IMAGE-1 after ~650 (val accuracy 0 until then; 200 steps, the first quick schedule,
     # left every recognizer at 0%), so S pretraining takes 1,000 steps; lr 5e-4 kept IMAGE-1 at
