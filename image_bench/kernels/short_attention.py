@@ -1,10 +1,10 @@
 """Multi-head self-attention over short sequences, forward and backward, in Triton (CUDA only).
 
 IMAGE's transformer blocks attend over 32 or 64 tokens with 4 heads of 49 columns (56 in the
-aligned blocks). Written out (``models.vit.attend``'s torch path), one block's attention is two
-batched products of 1,024 tiny matrices at batch 256, a softmax and the copies that split the
-heads out of the qkv projection and merge them back, twice as many products and copies in the
-backward: about 11 ms of IMAGE-2's 71 ms training step on the H100 (docs/speed.md).
+aligned blocks). Written out (``models.attention.written_out_attention``), one block's
+attention is two batched products of 1,024 tiny matrices at batch 256, a softmax and the copies
+that split the heads out of the qkv projection and merge them back, twice as many products and
+copies in the backward: about 11 ms of IMAGE-2's 71 ms training step on the H100 (docs/speed.md).
 
 Here one program owns one (sample, head) and keeps its whole n x n score matrix on chip:
 
@@ -21,7 +21,7 @@ bf16 before its fp32 softmax, so this is the more exact of the two), P is rounde
 operands' dtype for P v, as ``attn.to(v.dtype)`` does. Tiles are padded to powers of two with
 masked loads: n <= MAX_TOKENS, d_h <= MAX_HEAD_DIM.
 
-This module imports triton: only ``models.vit`` imports it, lazily, on the first CUDA call.
+This module imports triton: only ``models.attention`` imports it, where CUDA is present.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _probabilities(q, k, rows, n, scale):
 @triton.jit
 def _forward_kernel(qkv_ptr, out_ptr, n, scale, HEADS: tl.constexpr, DH: tl.constexpr,
                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    sample = tl.program_id(0) // HEADS
+    sample = (tl.program_id(0) // HEADS).to(tl.int64)  # offsets past 2^31 at large batches
     head = tl.program_id(0) % HEADS
     rows, offs, ok = _head_offsets(n, HEADS, DH, BLOCK_N, BLOCK_D)
     base = qkv_ptr + sample * n * (3 * HEADS * DH) + head * DH
@@ -74,7 +74,7 @@ def _forward_kernel(qkv_ptr, out_ptr, n, scale, HEADS: tl.constexpr, DH: tl.cons
 @triton.jit
 def _backward_kernel(qkv_ptr, dout_ptr, dqkv_ptr, n, scale, HEADS: tl.constexpr,
                      DH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    sample = tl.program_id(0) // HEADS
+    sample = (tl.program_id(0) // HEADS).to(tl.int64)  # offsets past 2^31 at large batches
     head = tl.program_id(0) % HEADS
     rows, offs, ok = _head_offsets(n, HEADS, DH, BLOCK_N, BLOCK_D)
     start = sample * n * (3 * HEADS * DH) + head * DH
