@@ -23,8 +23,7 @@ batch 1 the call is a CUDA graph):
   (``models.attention``, ``kernels.short_attention``);
 - ``cl``: channels_last weights (training; the latency path tries it on its own; IMAGE trains
   with them anyway, ``BenchModel.train_channels_last``); ``nocl``: training without them;
-  ``whole``: the
-  whole model compiled as one graph instead of block by block.
+  ``whole``: the whole model compiled as one graph instead of block by block.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 

@@ -1,13 +1,15 @@
 """Hand-written kernels for the hot spots of the suite.
 
 ``bigru`` is pure torch (parameter packing, the autograd Function, a reference recurrence) and
-imports anywhere. The Triton modules import triton, and each is imported lazily, on the first
-CUDA call, by the one model module that uses it:
+imports anywhere. The Triton modules import triton, and each is imported by the one model module
+that uses it: at that module's import where CUDA is present (:func:`cuda_triton_module`) for
+kernels that run inside compiled regions, lazily on the first CUDA call for the others:
 
 - ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
 - ``shifted_planes``: the shifted sum behind the split SR tails (``models.tail_conv``);
+- ``short_attention``: the transformer blocks' attention on CUDA (``models.attention``);
 - ``block_kernels``: a transformer block in three launches for small-batch inference
-  (``models.fused_block``).
+  (``models.fused_block``, lazily).
 
 Never import them from code that must run on the CPU build of torch.
 """
@@ -27,3 +29,14 @@ def triton_module(name: str):
         warnings.warn(f"Triton kernels {__name__}.{name} unavailable ({err}); the torch path runs "
                       "instead", stacklevel=3)
         return None
+
+
+def cuda_triton_module(name: str):
+    """:func:`triton_module` where CUDA is present, else None, for a module to call at its own
+    import. Kernels that run inside compiled regions must be loaded so, not on their first call:
+    that call usually happens inside dynamo's trace, where the import is a graph break (an SRB
+    compiled to 5 graphs that way, 1 once the kernels were loaded; H100, torch._dynamo.explain,
+    scripts/gpu_explain_regions.py)."""
+    import torch
+
+    return triton_module(name) if torch.cuda.is_available() else None

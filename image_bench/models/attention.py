@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.kernels import triton_module
+from image_bench.kernels import cuda_triton_module
 
 _fused_attention = True
-# Imported here, where CUDA is present, not on the first call: that call is usually inside a
-# compiled region's trace, and an import there would break the region's graph.
-_kernels = triton_module("short_attention") if torch.cuda.is_available() else None
+_kernels = cuda_triton_module("short_attention")  # at import: see cuda_triton_module
 
 
 def set_fused_attention(enabled: bool) -> None:

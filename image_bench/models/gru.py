@@ -44,9 +44,8 @@ def _load_fused() -> None:
         register_fused_gru(kernels.fused_bigru, kernels.supports)
 
 
-# Imported with this module where CUDA is present, not on the first call: that call usually runs
-# inside a compiled SRB's trace, where the import broke the SRB into 5 graphs (H100,
-# torch._dynamo.explain; one graph once imported).
+# Loaded with this module where CUDA is present, not on the first call, which usually runs
+# inside a compiled SRB's trace (see kernels.cuda_triton_module).
 if torch.cuda.is_available():
     _load_fused()
 

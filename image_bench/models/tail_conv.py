@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.kernels import triton_module
+from image_bench.kernels import cuda_triton_module
 
 
 def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,
@@ -48,8 +48,8 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
 
 
 def _triton_sum_shifted() -> Callable | None:
-    """The Triton shifted sum as an autograd Function, or None without triton."""
-    kernels = triton_module("shifted_planes")
+    """The Triton shifted sum as an autograd Function, or None without CUDA or triton."""
+    kernels = cuda_triton_module("shifted_planes")
     if kernels is None:
         return None
 
@@ -69,9 +69,7 @@ def _triton_sum_shifted() -> Callable | None:
     return SumShifted.apply
 
 
-# Built with this module where CUDA is present, not on the first call: that call usually runs
-# inside a compiled region's trace, where importing the kernels would break the graph.
-_SUM_SHIFTED = _triton_sum_shifted() if torch.cuda.is_available() else None
+_SUM_SHIFTED = _triton_sum_shifted()  # at import: see kernels.cuda_triton_module
 
 
 class TailConv2d(nn.Conv2d):
