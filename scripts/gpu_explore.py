@@ -23,7 +23,10 @@ batch 1 the call is a CUDA graph):
   (``models.attention``, ``kernels.short_attention``);
 - ``cl``: channels_last weights (training; the latency path tries it on its own; IMAGE trains
   with them anyway, ``BenchModel.train_channels_last``); ``nocl``: training without them;
-  ``whole``: the whole model compiled as one graph instead of block by block.
+  ``whole``: the whole model compiled as one graph instead of block by block;
+- ``nostreams``: IMAGE's SR model on the recognizer's stream instead of a side stream
+  (``models.branch_streams``);
+- ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -49,6 +52,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._inductor.config
 import torch.nn.functional as F
 
 import image_bench.engine.bench as bench
@@ -70,6 +74,7 @@ def sdpa_forward(self, x, mask=None):
 
 BUILD = bench.build_bench_model
 LAYOUT = bench.training_layout
+STREAMS = bench.training_streams
 FUSE = bench.fuse_blocks_for_inference
 
 
@@ -96,7 +101,10 @@ def use_variant(name: str) -> None:
 
     bench.build_bench_model = build
     bench.training_layout = (lambda model, device: False) if "nocl" in name.split("-") else LAYOUT
+    bench.training_streams = ((lambda model, device: False) if "nostreams" in name.split("-")
+                              else STREAMS)
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
+    torch._inductor.config.coordinate_descent_tuning = "cdt" in name.split("-")
 
     def whole(model, sr_parts=False, align=False):  # one graph (dynamo must be allowed into nn.GRU)
         torch._dynamo.config.allow_rnn = True

@@ -14,7 +14,12 @@ import time
 import torch
 
 from image_bench import charset
-from image_bench.engine.optimize import compile_regions, configure_cuda, training_layout
+from image_bench.engine.optimize import (
+    compile_regions,
+    configure_cuda,
+    training_layout,
+    training_streams,
+)
 from image_bench.models.base import build
 
 
@@ -49,6 +54,7 @@ def main():
     for name in args.models:
         model = build(name).cuda().train()
         training_layout(model, torch.device("cuda"))  # channels_last where the trainer uses it
+        training_streams(model, torch.device("cuda"))  # and IMAGE's two streams
         if args.compile:
             t0 = time.perf_counter()
             regions = compile_regions(model, sr_parts=True, align=True)  # as the bench trains

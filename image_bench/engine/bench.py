@@ -32,7 +32,12 @@ import torch
 from image_bench.engine.checkpoint import build_by_name
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import compile_regions, configure_cuda, training_layout
+from image_bench.engine.optimize import (
+    compile_regions,
+    configure_cuda,
+    training_layout,
+    training_streams,
+)
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
 from image_bench.models.fused_block import fuse_blocks_for_inference
@@ -224,7 +229,8 @@ def _training_setup(name: str, device: torch.device, optimized: bool, batch: int
     model = build_bench_model(name, model_kwargs, device).train()
     graphed = optimized and cuda_graph and device.type == "cuda" and model.graph_safe
     levers: dict = {"fused_adamw": optimized and device.type == "cuda",
-                    "channels_last": optimized and training_layout(model, device)}
+                    "channels_last": optimized and training_layout(model, device),
+                    "branch_streams": optimized and training_streams(model, device)}
     settings = optim_settings(model, 1e-4)
     # eager: the plain foreach AdamW; optimized: fused AdamW (make_optimizer's CUDA default)
     optimizer, scheduler = make_optimizer(model, settings, device if optimized else

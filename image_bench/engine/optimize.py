@@ -101,6 +101,16 @@ def training_layout(model: nn.Module, device: torch.device) -> bool:
     return True
 
 
+def training_streams(model: nn.Module, device: torch.device) -> bool:
+    """Two CUDA streams in training for a model of two branches that share no gradient (IMAGE
+    with detached clues: the SR model on a side stream, models/branch_streams.py), on one CUDA
+    device (not under DDP, whose gradient hooks expect one stream). Returns whether it is on."""
+    if device.type != "cuda" or not hasattr(model, "branch_streams"):
+        return False
+    model.branch_streams = True
+    return True
+
+
 def configure_cuda() -> None:
     """TF32 for the float32 matrix products that stay outside bf16 autocast (losses, CTC heads)."""
     torch.backends.cuda.matmul.allow_tf32 = True

@@ -39,7 +39,12 @@ from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
 from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import compile_for_training, configure_cuda, training_layout
+from image_bench.engine.optimize import (
+    compile_for_training,
+    configure_cuda,
+    training_layout,
+    training_streams,
+)
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -383,6 +388,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
 
     graphed = cuda_graph and device.type == "cuda" and d.world == 1 and model.graph_safe
     channels_last = training_layout(model, device)
+    streams = d.world == 1 and training_streams(model, device)
     settings = optim_settings(model, cfg.lr)
     optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
     start, best_score = 0, None
@@ -412,7 +418,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         env = environment(device)
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
                    compiled_regions=len(compiled_regions),
-                   cuda_graph=graphed, channels_last=channels_last,
+                   cuda_graph=graphed, channels_last=channels_last, branch_streams=streams,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)
