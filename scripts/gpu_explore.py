@@ -26,7 +26,10 @@ batch 1 the call is a CUDA graph):
   ``whole``: the whole model compiled as one graph instead of block by block;
 - ``nostreams``: IMAGE's SR model on the recognizer's stream instead of a side stream
   (``models.branch_streams``);
-- ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings.
+- ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
+- ``oldlayout``: the SR tails' product through autograd's bmm backward (dx in NCHW) and the patch
+  embeddings' features in (C, ph, pw) order whatever the input's layout, as before commit
+  "tail and patch layouts".
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -58,7 +61,7 @@ import torch.nn.functional as F
 import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import attention, vit
+from image_bench.models import attention, tail_conv, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -78,7 +81,33 @@ STREAMS = bench.training_streams
 FUSE = bench.fuse_blocks_for_inference
 
 
+class PlainTapProduct:
+    """The tails' product as it was: autograd's bmm backward gives dx in NCHW."""
+
+    @staticmethod
+    def apply(taps, x):
+        b, c, h, w = x.shape
+        return torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))
+
+
+def nchw_order_patch_forward(self, x):
+    """vit.PatchEmbed.forward as it was: features in (C, ph, pw) order for any layout."""
+    b, c, h, w = x.shape
+    ph, pw = self.patch_size
+    patches = (x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
+               .reshape(b, self.num_tokens, c * ph * pw))
+    linear = vit.aligned_linear if self.aligned else F.linear
+    return linear(patches, self.proj.weight.flatten(1), self.proj.bias) + self.pos_embed
+
+
+TAP_PRODUCT = tail_conv.TapProduct
+PATCH_FORWARD = vit.PatchEmbed.forward
+
+
 def use_variant(name: str) -> None:
+    old_layout = "oldlayout" in name.split("-")
+    tail_conv.TapProduct = PlainTapProduct if old_layout else TAP_PRODUCT
+    vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name

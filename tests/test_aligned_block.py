@@ -63,11 +63,12 @@ def test_only_the_blocks_that_need_it_are_aligned():
 
 
 @pytest.mark.parametrize("aligned_path", [False, True])
-def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_path):
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_path, layout):
     torch.manual_seed(0)
     embed = PatchEmbed(5, 196, (8, 12), (4, 3)).double()
     embed.aligned = aligned_path
-    x = torch.randn(2, 5, 8, 12, dtype=torch.float64)
+    x = torch.randn(2, 5, 8, 12, dtype=torch.float64).contiguous(memory_format=layout)
     conv = F.conv2d(x, embed.proj.weight, embed.proj.bias, stride=(4, 3))
     expected = conv.flatten(2).transpose(1, 2) + embed.pos_embed
     out = embed(x)

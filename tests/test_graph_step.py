@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from image_bench import charset
 from image_bench.engine.data import ResidentSet
 from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import training_layout
+from image_bench.engine.optimize import training_layout, training_streams
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -108,6 +108,22 @@ def test_training_layout_is_for_cuda_and_models_that_measured_it():
     assert type(image).train_channels_last and not type(base.build("crnn")).train_channels_last
     assert training_layout(image, torch.device("cpu")) is False
     assert all(p.is_contiguous() for p in image.parameters())
+
+
+def test_branch_streams_are_for_cuda_and_leave_the_cpu_forward_as_it_was():
+    torch.manual_seed(0)
+    image = base.build("image-1", vit_depth=1, fuser_depth=1, clue_vit_depth=1).train()
+    assert training_streams(image, torch.device("cpu")) is False and not image.branch_streams
+    assert training_streams(base.build("crnn"), torch.device("cuda")) is False  # one model
+    batch = make_batch(4)
+    torch.manual_seed(1)
+    one = image(batch["lr"])
+    assert training_streams(image, torch.device("cuda")) is True and image.branch_streams
+    torch.manual_seed(1)
+    two = image(batch["lr"])  # a CPU tensor: the switch cannot apply, the forward is unchanged
+    assert torch.equal(one.sr, two.sr) and torch.equal(one.logits, two.logits)
+    assert all(torch.equal(a, b) for a, b in zip(one.sr_steps, two.sr_steps))
+    assert all(torch.equal(a, b) for a, b in zip(one.clue_logits_steps, two.clue_logits_steps))
 
 
 def test_resident_set_gives_lengths_on_either_side():

@@ -104,11 +104,20 @@ class PatchEmbed(nn.Module):
         if (c, h, w) != (self.proj.in_channels, *self.image_size):
             raise ValueError(f"patch embedding reads (B, {self.proj.in_channels}, "
                              f"{self.image_size[0]}, {self.image_size[1]}), got {tuple(x.shape)}")
-        # (B, C, H, W) -> (B, tokens, C * ph * pw), tokens row-major as conv output's flatten(2)
-        patches = (x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
-                   .reshape(b, self.num_tokens, c * ph * pw))
+        # (B, C, H, W) -> (B, tokens, patch features), tokens row-major as conv output's flatten(2)
+        if c > 1 and x.is_contiguous(memory_format=torch.channels_last):
+            # features ordered (ph, pw, C), the weight's columns to match: the copy then moves
+            # runs of pw * C values (q_VT's h-hat in IMAGE's training: 0.29 ms per call at batch
+            # 256 on the H100 when it gathered single values)
+            patches = (x.permute(0, 2, 3, 1).reshape(b, h // ph, ph, w // pw, pw, c)
+                       .permute(0, 1, 3, 2, 4, 5).reshape(b, self.num_tokens, ph * pw * c))
+            weight = self.proj.weight.permute(0, 2, 3, 1).flatten(1)
+        else:
+            patches = (x.reshape(b, c, h // ph, ph, w // pw, pw).permute(0, 2, 4, 1, 3, 5)
+                       .reshape(b, self.num_tokens, c * ph * pw))
+            weight = self.proj.weight.flatten(1)
         linear = aligned_linear if self.aligned else F.linear
-        return linear(patches, self.proj.weight.flatten(1), self.proj.bias) + self.pos_embed
+        return linear(patches, weight, self.proj.bias) + self.pos_embed
 
 
 def init_transformer(module: nn.Module) -> None:
