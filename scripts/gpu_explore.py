@@ -28,8 +28,7 @@ batch 1 the call is a CUDA graph):
   (``models.branch_streams``);
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
 - ``oldlayout``: the SR tails' product through autograd's bmm backward (dx in NCHW) and the patch
-  embeddings' features in (C, ph, pw) order whatever the input's layout, as before commit
-  "tail and patch layouts".
+  embeddings' features in (C, ph, pw) order whatever the input's layout (as before 53717e6).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
