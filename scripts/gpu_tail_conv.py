@@ -5,7 +5,8 @@
 1. Correctness: ``TailConv2d`` on CUDA (one product + the Triton shifted sum) against
    ``F.conv2d`` in float64, output and the gradients of input, weight and bias; fp32 (TF32 off)
    and bf16 autocast; the SR tails' shapes and odd ones (batch 1, maps smaller than the kernel,
-   sizes that are not multiples of the Triton block).
+   sizes that are not multiples of the Triton block); NCHW and channels_last input (whose dx must
+   come back channels_last).
 2. Speed: forward + backward under bf16 autocast at the training shapes (batch 256, 64 -> 3 and
    64 -> 4 at 32 x 128), cuDNN (``TailConv2d.split = False``) vs split; the batch-1 forward.
 Results go to stdout and DIR/tail_conv.json.
@@ -35,12 +36,15 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def check(case, amp: bool) -> dict:
+def check(case, amp: bool, channels_last: bool = False) -> dict:
     n, c, o, h, w, k = case
     torch.manual_seed(0)
     conv = TailConv2d(c, o, k).cuda()
     conv.split_min_batch = 1  # check the split path at every batch size
-    x = torch.randn(n, c, h, w, device="cuda", requires_grad=True)
+    x = torch.randn(n, c, h, w, device="cuda")
+    if channels_last:  # IMAGE trains in channels_last: dx must come back in it (TapProduct)
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     grad_out = torch.randn(n, o, h, w, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         out = conv(x)
@@ -49,7 +53,9 @@ def check(case, amp: bool) -> dict:
     ref = F.conv2d(x64, w64, b64, padding=k // 2)
     want = (ref, *torch.autograd.grad(ref, (x64, w64, b64), grad_out.double()))
     names = ("out", "grad_x", "grad_w", "grad_b")
-    return {"case": case, "dtype": "bf16" if amp else "fp32",
+    return {"case": case, "dtype": "bf16" if amp else "fp32", "channels_last": channels_last,
+            "grad_x_in_layout_of_x": got[1].is_contiguous(
+                memory_format=torch.channels_last if channels_last else torch.contiguous_format),
             **{f"rel_{n_}": _rel(g, r) for n_, g, r in zip(names, got, want)}}
 
 
@@ -85,12 +91,13 @@ def main() -> None:
     report = {"env": environment(torch.device("cuda")), "checks": [], "speed": []}
     worst = {"fp32": 0.0, "bf16": 0.0}
     for case in CASES:
-        for amp in (False, True):
-            r = check(case, amp)
+        for amp, cl in ((False, False), (True, False), (False, True), (True, True)):
+            r = check(case, amp, cl)
             report["checks"].append(r)
             errs = [v for key, v in r.items() if key.startswith("rel_")]
             worst[r["dtype"]] = max(worst[r["dtype"]], *errs)
-            print(f"check {case} {r['dtype']}: " + ", ".join(
+            print(f"check {case} {r['dtype']} channels_last={cl} dx layout kept "
+                  f"{r['grad_x_in_layout_of_x']}: " + ", ".join(
                 f"{key[4:]} {v:.2e}" for key, v in r.items() if key.startswith("rel_")), flush=True)
     report["worst"] = worst
     print(f"worst relative error: fp32 {worst['fp32']:.2e} (limit 1e-4), bf16 {worst['bf16']:.2e} "
