@@ -28,7 +28,9 @@ batch 1 the call is a CUDA graph):
   (``models.branch_streams``);
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
 - ``oldlayout``: the SR tails' product through autograd's bmm backward (dx in NCHW) and the patch
-  embeddings' features in (C, ph, pw) order whatever the input's layout (as before 53717e6).
+  embeddings' features in (C, ph, pw) order whatever the input's layout (as before 53717e6);
+- ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
+  re-laid by the convolution's backward) instead of ``models.pixel_shuffle``.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -56,11 +58,12 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 import torch.nn.functional as F
+from torch import nn
 
 import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import attention, tail_conv, vit
+from image_bench.models import attention, pixel_shuffle, tail_conv, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -101,12 +104,15 @@ def nchw_order_patch_forward(self, x):
 
 TAP_PRODUCT = tail_conv.TapProduct
 PATCH_FORWARD = vit.PatchEmbed.forward
+SHUFFLE_FORWARD = pixel_shuffle.PixelShuffle.forward
 
 
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
     tail_conv.TapProduct = PlainTapProduct if old_layout else TAP_PRODUCT
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
+    pixel_shuffle.PixelShuffle.forward = (nn.PixelShuffle.forward if "nnshuffle" in name.split("-")
+                                          else SHUFFLE_FORWARD)
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name

@@ -65,3 +65,19 @@ def test_tail_conv_is_conv2d_on_the_cpu_with_the_same_state_dict():
 def test_tail_conv_refuses_an_even_kernel():
     with pytest.raises(ValueError, match="odd kernel"):
         TailConv2d(64, 3, 8)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_pixel_shuffle_gradient_keeps_the_layout_of_its_input(layout):
+    from image_bench.models.pixel_shuffle import PixelShuffle
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 3, 5, dtype=torch.float64).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    grad_out = torch.randn(2, 3, 6, 10, dtype=torch.float64)
+    out = PixelShuffle(2)(x)
+    torch.testing.assert_close(out, nn.PixelShuffle(2)(x), rtol=0, atol=0)
+    (dx,) = torch.autograd.grad(out, x, grad_out)
+    (expected,) = torch.autograd.grad(F.pixel_shuffle(x, 2), x, grad_out)
+    torch.testing.assert_close(dx, expected, rtol=0, atol=0)
+    assert dx.is_contiguous(memory_format=layout)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image_bench.models.pixel_shuffle import PixelShuffle
 from image_bench.models.tail_conv import TailConv2d
 from image_bench.models.vit import Block, PatchEmbed, init_transformer
 
@@ -66,7 +67,7 @@ class ConvDecoder(nn.Module):
         self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                   nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
-                                      nn.PixelShuffle(scale), nn.Mish())
+                                      PixelShuffle(scale), nn.Mish())
         self.tail = TailConv2d(channels, out_channels, 9)
 
     def forward(self, feature: torch.Tensor, skip: torch.Tensor | None = None):

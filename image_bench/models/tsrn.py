@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image_bench.models.pixel_shuffle import PixelShuffle
 from image_bench.models.srb import SRB
 from image_bench.models.stn import STN
 from image_bench.models.tail_conv import TailConv2d
@@ -44,7 +45,7 @@ class TSRNBackbone(nn.Module):
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                     nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
-                                      nn.PixelShuffle(scale), nn.Mish())
+                                      PixelShuffle(scale), nn.Mish())
         self.tail = TailConv2d(channels, io_channels, 9)
 
     def prepare(self, lr: torch.Tensor) -> torch.Tensor:
