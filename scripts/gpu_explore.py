@@ -29,6 +29,7 @@ batch 1 the call is a CUDA graph):
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
 - ``oldlayout``: the SR tails' product through autograd's bmm backward (dx in NCHW) and the patch
   embeddings' features in (C, ph, pw) order whatever the input's layout (as before 53717e6);
+  ``plaintap``: only the first of the two;
 - ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
   re-laid by the convolution's backward) instead of ``models.pixel_shuffle``.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -109,7 +110,8 @@ SHUFFLE_FORWARD = pixel_shuffle.PixelShuffle.forward
 
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
-    tail_conv.TapProduct = PlainTapProduct if old_layout else TAP_PRODUCT
+    plain_tap = old_layout or "plaintap" in name.split("-")
+    tail_conv.TapProduct = PlainTapProduct if plain_tap else TAP_PRODUCT
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
     pixel_shuffle.PixelShuffle.forward = (nn.PixelShuffle.forward if "nnshuffle" in name.split("-")
                                           else SHUFFLE_FORWARD)
