@@ -27,9 +27,8 @@ batch 1 the call is a CUDA graph):
 - ``nostreams``: IMAGE's SR model on the recognizer's stream instead of a side stream
   (``models.branch_streams``);
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
-- ``oldlayout``: the SR tails' product through autograd's bmm backward (dx in NCHW) and the patch
-  embeddings' features in (C, ph, pw) order whatever the input's layout (as before 53717e6);
-  ``plaintap``: only the first of the two;
+- ``oldlayout``: the patch embeddings' features in (C, ph, pw) order whatever the input's layout
+  (as before 53717e6);
 - ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
   re-laid by the convolution's backward) instead of ``models.pixel_shuffle``.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -64,7 +63,7 @@ from torch import nn
 import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import attention, pixel_shuffle, tail_conv, vit
+from image_bench.models import attention, pixel_shuffle, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -84,15 +83,6 @@ STREAMS = bench.training_streams
 FUSE = bench.fuse_blocks_for_inference
 
 
-class PlainTapProduct:
-    """The tails' product as it was: autograd's bmm backward gives dx in NCHW."""
-
-    @staticmethod
-    def apply(taps, x):
-        b, c, h, w = x.shape
-        return torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))
-
-
 def nchw_order_patch_forward(self, x):
     """vit.PatchEmbed.forward as it was: features in (C, ph, pw) order for any layout."""
     b, c, h, w = x.shape
@@ -103,15 +93,12 @@ def nchw_order_patch_forward(self, x):
     return linear(patches, self.proj.weight.flatten(1), self.proj.bias) + self.pos_embed
 
 
-TAP_PRODUCT = tail_conv.TapProduct
 PATCH_FORWARD = vit.PatchEmbed.forward
 SHUFFLE_FORWARD = pixel_shuffle.PixelShuffle.forward
 
 
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
-    plain_tap = old_layout or "plaintap" in name.split("-")
-    tail_conv.TapProduct = PlainTapProduct if plain_tap else TAP_PRODUCT
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
     pixel_shuffle.PixelShuffle.forward = (nn.PixelShuffle.forward if "nnshuffle" in name.split("-")
                                           else SHUFFLE_FORWARD)

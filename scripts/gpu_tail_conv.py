@@ -5,8 +5,7 @@
 1. Correctness: ``TailConv2d`` on CUDA (one product + the Triton shifted sum) against
    ``F.conv2d`` in float64, output and the gradients of input, weight and bias; fp32 (TF32 off)
    and bf16 autocast; the SR tails' shapes and odd ones (batch 1, maps smaller than the kernel,
-   sizes that are not multiples of the Triton block); NCHW and channels_last input (whose dx must
-   come back channels_last).
+   sizes that are not multiples of the Triton block); NCHW and channels_last input.
 2. Speed: forward + backward under bf16 autocast at the training shapes (batch 256, 64 -> 3 and
    64 -> 4 at 32 x 128), cuDNN (``TailConv2d.split = False``) vs split; the batch-1 forward.
 Results go to stdout and DIR/tail_conv.json.
@@ -42,7 +41,7 @@ def check(case, amp: bool, channels_last: bool = False) -> dict:
     conv = TailConv2d(c, o, k).cuda()
     conv.split_min_batch = 1  # check the split path at every batch size
     x = torch.randn(n, c, h, w, device="cuda")
-    if channels_last:  # IMAGE trains in channels_last: dx must come back in it (TapProduct)
+    if channels_last:  # as IMAGE trains
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(True)
     grad_out = torch.randn(n, o, h, w, device="cuda")
@@ -54,8 +53,6 @@ def check(case, amp: bool, channels_last: bool = False) -> dict:
     want = (ref, *torch.autograd.grad(ref, (x64, w64, b64), grad_out.double()))
     names = ("out", "grad_x", "grad_w", "grad_b")
     return {"case": case, "dtype": "bf16" if amp else "fp32", "channels_last": channels_last,
-            "grad_x_in_layout_of_x": got[1].is_contiguous(
-                memory_format=torch.channels_last if channels_last else torch.contiguous_format),
             **{f"rel_{n_}": _rel(g, r) for n_, g, r in zip(names, got, want)}}
 
 
@@ -96,8 +93,7 @@ def main() -> None:
             report["checks"].append(r)
             errs = [v for key, v in r.items() if key.startswith("rel_")]
             worst[r["dtype"]] = max(worst[r["dtype"]], *errs)
-            print(f"check {case} {r['dtype']} channels_last={cl} dx layout kept "
-                  f"{r['grad_x_in_layout_of_x']}: " + ", ".join(
+            print(f"check {case} {r['dtype']} channels_last={cl}: " + ", ".join(
                 f"{key[4:]} {v:.2e}" for key, v in r.items() if key.startswith("rel_")), flush=True)
     report["worst"] = worst
     print(f"worst relative error: fp32 {worst['fp32']:.2e} (limit 1e-4), bf16 {worst['bf16']:.2e} "

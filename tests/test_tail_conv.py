@@ -37,21 +37,6 @@ def test_split_convolution_equals_conv2d_with_every_gradient(shape, out_channels
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_split_convolution_gives_dx_in_the_layout_of_x():
-    """channels_last in, channels_last gradient out (no re-layout before the convolution ahead
-    of the tail), with the same values as F.conv2d's."""
-    torch.manual_seed(0)
-    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-    x.requires_grad_(True)
-    weight = torch.randn(3, 6, 3, 3, dtype=torch.float64, requires_grad=True)
-    grad_out = torch.randn(2, 3, 5, 7, dtype=torch.float64)
-    dx, dw = torch.autograd.grad(split_conv2d(x, weight, None), (x, weight), grad_out)
-    ex, ew = torch.autograd.grad(F.conv2d(x, weight, None, padding=1), (x, weight), grad_out)
-    assert dx.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(dx, ex, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(dw, ew, rtol=1e-12, atol=1e-12)
-
-
 def test_tail_conv_is_conv2d_on_the_cpu_with_the_same_state_dict():
     torch.manual_seed(0)
     reference = nn.Conv2d(64, 3, 9, padding=4)

@@ -34,48 +34,19 @@ def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h:
     return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
 
 
-class TapProduct(torch.autograd.Function):
-    """z = W' x per sample: (O*k*k, C) taps times x (B, C, H, W) read as (B, C, H*W).
-
-    A bmm on the broadcast taps: torch.matmul would fold the batch into one product through
-    transposed copies of x and z (16 ms of copies per IMAGE-2 training step on the H100). Written
-    out for its backward: autograd's bmm backward returns dx in NCHW whatever x's layout, and with
-    x channels_last (IMAGE's training) the convolution before it then re-laid dx, a 134 MB copy
-    per tail at batch 256. Here dx is computed in x's own layout."""
-
-    @staticmethod
-    def forward(ctx, taps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        ctx.save_for_backward(taps, x)
-        return torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))  # (B, O*k*k, H*W)
-
-    @staticmethod
-    def backward(ctx, grad_z: torch.Tensor):
-        taps, x = ctx.saved_tensors
-        b, c, h, w = x.shape
-        # under autocast the forward's product ran in grad_z's dtype
-        taps, x = taps.to(grad_z.dtype), x.to(grad_z.dtype)
-        grad_taps = grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_taps = torch.bmm(grad_z, x.reshape(b, c, h * w).transpose(1, 2)).sum(0)
-        if ctx.needs_input_grad[1]:
-            if x.is_contiguous(memory_format=torch.channels_last) and c > 1:
-                # rows (pixel) of C values: channels_last's own order
-                grad_x = torch.bmm(grad_z.transpose(1, 2), taps.expand(b, -1, -1))
-                grad_x = grad_x.view(b, h, w, c).permute(0, 3, 1, 2)
-            else:
-                grad_x = torch.bmm(taps.t().expand(b, -1, -1), grad_z).view(b, c, h, w)
-        return grad_taps, grad_x
-
-
 def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  sum_shifted: Callable = sum_shifted_reference) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=k // 2)`` as z = W' x (one product), then the
     shifted sum of z's k*k planes per output channel."""
-    _, c, h, w = x.shape
+    b, c, h, w = x.shape
     o, _, k, _ = weight.shape
     taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)  # row (o, i, j) = w[o, :, i, j]
-    return sum_shifted(TapProduct.apply(taps, x), bias, k, h, w)
+    # bmm on the broadcast taps: torch.matmul would fold the batch into one product through
+    # transposed copies of x and z (16 ms of copies per IMAGE-2 training step on the H100).
+    # (A hand-written backward returning dx in x's channels_last layout was measured: 3,916-3,921
+    # against 3,924 samples/s, within the spread; not kept.)
+    z = torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))  # (B, O*k*k, H*W)
+    return sum_shifted(z, bias, k, h, w)
 
 
 def _triton_sum_shifted() -> Callable | None:
