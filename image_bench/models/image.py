@@ -156,7 +156,7 @@ class IMAGE(BenchModel):
     # SR tails' product on aligned operands (the 243-row align1 kernels, 1.8 ms per step, go).
     train_channels_last: ClassVar[bool] = True
     # Training on CUDA runs phi on a side stream (models/branch_streams.py); set by the trainer
-    # (engine.optimize.training_layout), off for eager baselines and at eval.
+    # (engine.optimize.training_streams), off for eager baselines and at eval.
     branch_streams = False
 
     def __init__(self, iterations: int = 1, guidance: bool = True, clue_losses: bool = True,
