@@ -1,6 +1,7 @@
 """IMAGE's SR model on a side stream (models/branch_streams.py): same numbers as one stream?
 
     PYTHONPATH=. python3 scripts/gpu_branch_streams.py [--out DIR] [--model image-2]
+        [--set guidance=false] [--set clue_losses=false] [--set detach_clues=false]
 
 1. Eager, fp32 and bf16 autocast, deterministic cuDNN: one forward + loss + backward from the same
    weights and batch with one stream and with two; every loss term and every parameter gradient
@@ -24,10 +25,11 @@ import image_bench.engine.bench as bench
 from image_bench.engine.optimize import configure_cuda
 
 
-def eager_grads(name: str, streams: bool, amp: bool, batch: int) -> dict[str, torch.Tensor]:
+def eager_grads(name: str, streams: bool, amp: bool, batch: int,
+                kwargs: dict) -> dict[str, torch.Tensor]:
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = bench.build_bench_model(name, None, device).train()
+    model = bench.build_bench_model(name, kwargs, device).train()
     model.branch_streams = streams
     data = bench.synthetic_batch(model, batch, device)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
@@ -51,13 +53,14 @@ def worst_difference(a: dict, b: dict) -> tuple[float, str]:
     return worst, where
 
 
-def graphed_stats(name: str, streams: bool, batch: int, steps: int) -> list[list[float]]:
+def graphed_stats(name: str, streams: bool, batch: int, steps: int,
+                  kwargs: dict) -> list[list[float]]:
     device = torch.device("cuda")
     real = bench.training_streams
     if not streams:
         bench.training_streams = lambda model, device: False
     try:
-        stepper, data, levers, _ = bench._training_setup(name, device, True, batch, None,
+        stepper, data, levers, _ = bench._training_setup(name, device, True, batch, kwargs,
                                                          compile=False, cuda_graph=True)
     finally:
         bench.training_streams = real
@@ -72,24 +75,28 @@ def main() -> int:
     ap.add_argument("--out", default="runs/branch_streams")
     ap.add_argument("--model", default="image-2")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=BOOL",
+                    help="a model keyword, e.g. guidance=false (the Table 4 ablations)")
     args = ap.parse_args()
+    kwargs = {k: v.lower() == "true" for k, v in (item.split("=", 1) for item in args.set)}
     configure_cuda()
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    report: dict = {"eager": {}, "graphed": {}}
+    report: dict = {"model": args.model, "kwargs": kwargs, "eager": {}, "graphed": {}}
     ok = True
     for amp in (False, True):
-        one = eager_grads(args.model, False, amp, args.batch)
-        two = eager_grads(args.model, True, amp, args.batch)
+        one = eager_grads(args.model, False, amp, args.batch, kwargs)
+        two = eager_grads(args.model, True, amp, args.batch, kwargs)
         worst, where = worst_difference(one, two)
         label = "bf16" if amp else "fp32"
         report["eager"][label] = {"tensors": len(one), "worst_relative": worst, "at": where}
         ok &= worst <= (1e-3 if amp else 1e-5)
         print(f"eager {label}: {len(one)} tensors, worst relative difference {worst:.3g} "
               f"({where})", flush=True)
-    one = graphed_stats(args.model, False, args.batch, 8)
-    two = graphed_stats(args.model, True, args.batch, 8)
-    again = graphed_stats(args.model, False, args.batch, 8)  # how far one stream repeats itself
+    one = graphed_stats(args.model, False, args.batch, 8, kwargs)
+    two = graphed_stats(args.model, True, args.batch, 8, kwargs)
+    # how far one stream repeats itself
+    again = graphed_stats(args.model, False, args.batch, 8, kwargs)
 
     def differences(a, b):
         return [max(abs(x - y) / max(abs(x), 1e-12) for x, y in zip(r1, r2))
@@ -108,7 +115,8 @@ def main() -> int:
     report["pass"] = ok
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "branch_streams.json").write_text(json.dumps(report, indent=1))
+    tag = "-".join(f"{k}_{v}" for k, v in kwargs.items()) or "default"
+    (out / f"branch_streams_{args.model}_{tag}.json").write_text(json.dumps(report, indent=1))
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 
