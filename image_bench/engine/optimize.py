@@ -103,8 +103,9 @@ def training_layout(model: nn.Module, device: torch.device) -> bool:
 
 def training_streams(model: nn.Module, device: torch.device) -> bool:
     """Two CUDA streams in training for a model of two branches that share no gradient (IMAGE
-    with detached clues: the SR model on a side stream, models/branch_streams.py), on one CUDA
-    device (not under DDP, whose gradient hooks expect one stream). Returns whether it is on."""
+    with detached clues: the SR model on a side stream, models/branch_streams.py). For one CUDA
+    device: the trainer does not call it under DDP, whose gradient hooks were not tried with two
+    streams. Returns whether it is on."""
     if device.type != "cuda" or not hasattr(model, "branch_streams"):
         return False
     model.branch_streams = True
