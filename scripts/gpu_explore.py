@@ -27,6 +27,8 @@ batch 1 the call is a CUDA graph):
 - ``nostreams``: IMAGE's SR model on the recognizer's stream instead of a side stream
   (``models.branch_streams``);
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
+- ``combo``: Inductor's combo kernels (independent small kernels of a region, such as the aligned
+  blocks' weight pads and casts, in one launch);
 - ``oldlayout``: the patch embeddings' features in (C, ph, pw) order whatever the input's layout
   (as before 53717e6);
 - ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
@@ -128,6 +130,7 @@ def use_variant(name: str) -> None:
                               else STREAMS)
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
     torch._inductor.config.coordinate_descent_tuning = "cdt" in name.split("-")
+    torch._inductor.config.combo_kernels = "combo" in name.split("-")
 
     def whole(model, sr_parts=False, align=False):  # one graph (dynamo must be allowed into nn.GRU)
         torch._dynamo.config.allow_rnn = True
