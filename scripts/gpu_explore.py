@@ -27,8 +27,8 @@ batch 1 the call is a CUDA graph):
 - ``nostreams``: IMAGE's SR model on the recognizer's stream instead of a side stream
   (``models.branch_streams``);
 - ``cdt``: Inductor's coordinate-descent tuning of its generated kernels' launch settings;
-- ``combo``: Inductor's combo kernels (independent small kernels of a region, such as the aligned
-  blocks' weight pads and casts, in one launch);
+- ``nocombo``: without Inductor's combo kernels (``compile_regions(..., combo=True)`` in the
+  bench's steady state; measured as ``combo`` when it was a global switch here: 3,977 -> 4,112);
 - ``oldlayout``: the patch embeddings' features in (C, ph, pw) order whatever the input's layout
   (as before 53717e6);
 - ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
@@ -130,17 +130,17 @@ def use_variant(name: str) -> None:
                               else STREAMS)
     mode = "max-autotune-no-cudagraphs" if "autotune" in name else None
     torch._inductor.config.coordinate_descent_tuning = "cdt" in name.split("-")
-    torch._inductor.config.combo_kernels = "combo" in name.split("-")
 
-    def whole(model, sr_parts=False, align=False):  # one graph (dynamo must be allowed into nn.GRU)
-        torch._dynamo.config.allow_rnn = True
+    def whole(model, sr_parts=False, align=False, combo=False):  # one graph
+        torch._dynamo.config.allow_rnn = True  # dynamo must be allowed into nn.GRU
         model.compile(dynamic=False, mode=mode)
         return ["<whole model>"]
 
-    def regions(model, sr_parts=False, align=False):  # as the bench calls it, less what the
-        tokens = name.split("-")                        # variant turns off
+    def regions(model, sr_parts=False, align=False, combo=False):
+        tokens = name.split("-")  # as the bench calls it, less what the variant turns off
         return compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in tokens,
-                               align=align and "unaligned" not in tokens)
+                               align=align and "unaligned" not in tokens,
+                               combo=combo and mode is None and "nocombo" not in tokens)
 
     bench.compile_regions = whole if "whole" in name else regions
     torch._dynamo.reset()

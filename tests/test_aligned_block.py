@@ -93,3 +93,18 @@ def test_patch_embedding_refuses_an_input_of_the_wrong_size():
     for shape in [(1, 5, 8, 15), (1, 5, 12, 8), (1, 4, 8, 12)]:  # 12x8 would tile, transposed
         with pytest.raises(ValueError, match="patch embedding"):
             embed(torch.zeros(shape))
+
+
+def test_training_compiles_sr_parts_and_combo_kernels_only_for_long_runs(monkeypatch):
+    from image_bench.engine import optimize
+
+    real = optimize.compile_regions
+    calls = []
+    monkeypatch.setattr(optimize, "compile_regions", lambda model, **kw: calls.append(kw) or [])
+    image = Block(16, 2)  # any module: the choice depends on the run's length only
+    for samples in (256_000, optimize.SR_COMPILE_PAYS_FROM, optimize.COMBO_KERNELS_PAY_FROM):
+        optimize.compile_for_training(image, samples)
+    assert [(c["sr_parts"], c["combo"]) for c in calls] == [(False, False), (True, False),
+                                                           (True, True)]
+    with pytest.raises(ValueError, match="mode or options"):
+        real(image, mode="max-autotune", combo=True)

@@ -20,6 +20,12 @@ from torch import nn
 # after 1.1M (TPGSR) to 2.6M (TG) training samples (IMAGE-2: 2.2M); the quick profile's runs are
 # shorter, so the trainer compiles them from this many samples on.
 SR_COMPILE_PAYS_FROM = 2_000_000
+# Inductor's combo kernels (independent small kernels of one region in one launch: the aligned
+# blocks' weight pads and casts, bias-gradient sums) trained IMAGE-2 3,977 -> 4,112 samples/s
+# on the H100 (scripts/gpu_explore.py ``combo`` between two ``base`` runs, one call), for about
+# 25 s more of compilation (36 s against 12 s with a warm cache for the rest). At ~8.5 us saved
+# per sample that repays itself after ~3M samples: long runs and the bench use them.
+COMBO_KERNELS_PAY_FROM = 3_000_000
 
 
 def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
@@ -35,15 +41,20 @@ def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
 
 
 def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool = False,
-                    align: bool = False) -> list[str]:
+                    align: bool = False, combo: bool = False) -> list[str]:
     """torch.compile every repeated block of ``model`` in place (``mode`` as torch.compile's;
-    ``sr_parts`` as :func:`region_types`); returns their names.
+    ``sr_parts`` as :func:`region_types`; ``combo``: Inductor's combo kernels, see
+    ``COMBO_KERNELS_PAY_FROM``); returns their names.
 
     ``align``: transformer blocks whose width or head width is not a multiple of 8 (IMAGE: 196
     and 49) compute on zero-padded, aligned operands (:func:`align_blocks`). Measured to help
     training steps, which run as CUDA graphs; the pads add launches, and uncaptured large-batch
     inference is bound by launching (IMAGE-2 at batch 256, H100: 23 ms of kernels in a 55-126 ms
     call), so inference keeps the plain blocks."""
+    if combo and mode is not None:
+        raise ValueError("combo kernels are an Inductor option; torch.compile takes a mode or "
+                         "options, not both")
+    options = {"mode": mode} if not combo else {"options": {"combo_kernels": True}}
     if align:
         align_blocks(model)
     types = region_types(sr_parts)
@@ -56,7 +67,7 @@ def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool
     compiled: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(c + ".") for c in compiled):
-            module.compile(dynamic=False, mode=mode)
+            module.compile(dynamic=False, **options)
             compiled.append(name)
     return compiled
 
@@ -85,10 +96,12 @@ def compile_pays(model: nn.Module, samples: int) -> bool:
 
 def compile_for_training(model: nn.Module, samples: int) -> list[str]:
     """Compile what a training run of ``samples`` repays (:func:`compile_pays` for the blocks,
-    ``SR_COMPILE_PAYS_FROM`` for the SR parts), on aligned operands; returns the regions."""
+    ``SR_COMPILE_PAYS_FROM`` for the SR parts, ``COMBO_KERNELS_PAY_FROM`` for combo kernels), on
+    aligned operands; returns the regions."""
     if not compile_pays(model, samples):
         return []
-    return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True)
+    return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True,
+                           combo=samples >= COMBO_KERNELS_PAY_FROM)
 
 
 def training_layout(model: nn.Module, device: torch.device) -> bool:
