@@ -57,7 +57,8 @@ def main():
         training_streams(model, torch.device("cuda"))  # and IMAGE's two streams
         if args.compile:
             t0 = time.perf_counter()
-            regions = compile_regions(model, sr_parts=True, align=True, combo=True)  # as bench
+            regions = compile_regions(model, sr_parts=True, align=True,  # as the bench trains
+                                      combo=model.combo_kernels)
             step(model, torch.optim.AdamW(model.parameters()), random_batch(args.batch, "cuda"))
             print(f"compiled {len(regions)} regions in {time.perf_counter() - t0:.1f} s")
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], fused=True)

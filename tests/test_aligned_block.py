@@ -101,10 +101,14 @@ def test_training_compiles_sr_parts_and_combo_kernels_only_for_long_runs(monkeyp
     real = optimize.compile_regions
     calls = []
     monkeypatch.setattr(optimize, "compile_regions", lambda model, **kw: calls.append(kw) or [])
-    image = Block(16, 2)  # any module: the choice depends on the run's length only
+    from image_bench.models import base
+
+    image = base.build("image-1", vit_depth=1, fuser_depth=1, clue_vit_depth=1)
     for samples in (256_000, optimize.SR_COMPILE_PAYS_FROM, optimize.COMBO_KERNELS_PAY_FROM):
         optimize.compile_for_training(image, samples)
+    optimize.compile_for_training(base.build("tpgsr"), optimize.COMBO_KERNELS_PAY_FROM)
+    # combo kernels only where measured (IMAGE), and only for long runs
     assert [(c["sr_parts"], c["combo"]) for c in calls] == [(False, False), (True, False),
-                                                           (True, True)]
+                                                           (True, True), (True, False)]
     with pytest.raises(ValueError, match="mode or options"):
-        real(image, mode="max-autotune", combo=True)
+        real(Block(16, 2), mode="max-autotune", combo=True)

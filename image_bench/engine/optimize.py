@@ -24,7 +24,8 @@ SR_COMPILE_PAYS_FROM = 2_000_000
 # blocks' weight pads and casts, bias-gradient sums) trained IMAGE-2 3,977 -> 4,112 samples/s
 # on the H100 (scripts/gpu_explore.py ``combo`` between two ``base`` runs, one call), for about
 # 25 s more of compilation (36 s against 12 s with a warm cache for the rest). At ~8.5 us saved
-# per sample that repays itself after ~3M samples: long runs and the bench use them.
+# per sample that repays itself after ~3M samples: long runs and the bench use them, for the
+# models that measured them (``combo_kernels``: IMAGE).
 COMBO_KERNELS_PAY_FROM = 3_000_000
 
 
@@ -101,7 +102,8 @@ def compile_for_training(model: nn.Module, samples: int) -> list[str]:
     if not compile_pays(model, samples):
         return []
     return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True,
-                           combo=samples >= COMBO_KERNELS_PAY_FROM)
+                           combo=samples >= COMBO_KERNELS_PAY_FROM
+                           and getattr(model, "combo_kernels", False))
 
 
 def training_layout(model: nn.Module, device: torch.device) -> bool:

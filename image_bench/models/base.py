@@ -70,6 +70,9 @@ class BenchModel(nn.Module):
     # Whether training on CUDA keeps the 4-D weights (so the convolutions' activations) in
     # channels_last, where that was measured faster (engine.optimize.training_layout).
     train_channels_last: ClassVar[bool] = False
+    # Whether its compiled regions use Inductor's combo kernels in long runs and the bench, where
+    # that was measured faster (engine.optimize.COMBO_KERNELS_PAY_FROM).
+    combo_kernels: ClassVar[bool] = False
 
     def loss(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError
