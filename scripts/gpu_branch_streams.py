@@ -78,7 +78,12 @@ def main() -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=BOOL",
                     help="a model keyword, e.g. guidance=false (the Table 4 ablations)")
     args = ap.parse_args()
-    kwargs = {k: v.lower() == "true" for k, v in (item.split("=", 1) for item in args.set)}
+    kwargs = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not key or value.lower() not in ("true", "false"):
+            ap.error(f"--set takes KEY=true or KEY=false, got {item!r}")
+        kwargs[key] = value.lower() == "true"
     configure_cuda()
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
