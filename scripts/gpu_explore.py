@@ -31,8 +31,12 @@ batch 1 the call is a CUDA graph):
   bench's steady state; measured as ``combo`` when it was a global switch here: 3,977 -> 4,112);
 - ``oldlayout``: the patch embeddings' features in (C, ph, pw) order whatever the input's layout
   (as before 53717e6);
-- ``nnshuffle``: the SR decoders' pixel shuffle as ``F.pixel_shuffle`` (its gradient in NCHW,
-  re-laid by the convolution's backward) instead of ``models.pixel_shuffle``.
+- ``nnshuffle``: the SR decoders' upsampling as convolution + ``F.pixel_shuffle`` (its gradient
+  in NCHW, re-laid by the convolution's backward) instead of ``models.pixel_shuffle``;
+  ``oldshuffle``: convolution + a shuffle whose gradient keeps channels_last (as from f5b3ccf to
+  before the (i, j, c) channel order of ``ShuffledConv2d``);
+- ``mapgrad``: the SR decoders return h-hat with a gradient even where none reaches it (as before
+  ``ConvDecoder(map_grad=False)``).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -65,7 +69,7 @@ from torch import nn
 import image_bench.engine.bench as bench
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import attention, pixel_shuffle, vit
+from image_bench.models import attention, image_parts, pixel_shuffle, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -96,14 +100,45 @@ def nchw_order_patch_forward(self, x):
 
 
 PATCH_FORWARD = vit.PatchEmbed.forward
-SHUFFLE_FORWARD = pixel_shuffle.PixelShuffle.forward
+DECODER_FORWARD = image_parts.ConvDecoder.forward
+
+
+def decoder_with_map_grad(self, feature, skip=None, map_grad=True):
+    return DECODER_FORWARD(self, feature, skip)
+SHUFFLE_FORWARD = pixel_shuffle.ShuffledConv2d.forward
+
+
+class _ShuffleKeepingLayout(torch.autograd.Function):
+    """PixelShuffle whose backward writes the gradient channels_last (``oldshuffle``)."""
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        ctx.scale = scale
+        return F.pixel_shuffle(x, scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (F.pixel_unshuffle(grad, ctx.scale).contiguous(memory_format=torch.channels_last),
+                None)
+
+
+def plain_shuffle_forward(keep_layout: bool):
+    def forward(self, x):
+        y = nn.Conv2d.forward(self, x)
+        if keep_layout and y.is_contiguous(memory_format=torch.channels_last):
+            return _ShuffleKeepingLayout.apply(y, self.scale)
+        return F.pixel_shuffle(y, self.scale)
+    return forward
 
 
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
-    pixel_shuffle.PixelShuffle.forward = (nn.PixelShuffle.forward if "nnshuffle" in name.split("-")
-                                          else SHUFFLE_FORWARD)
+    image_parts.ConvDecoder.forward = (decoder_with_map_grad if "mapgrad" in name.split("-")
+                                       else DECODER_FORWARD)
+    shuffle = [t for t in ("nnshuffle", "oldshuffle") if t in name.split("-")]
+    pixel_shuffle.ShuffledConv2d.forward = (plain_shuffle_forward(shuffle == ["oldshuffle"])
+                                            if shuffle else SHUFFLE_FORWARD)
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name

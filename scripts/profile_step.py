@@ -4,6 +4,9 @@
 
 ``--by-op``: instead of kernels, the operators that launch them, with their input shapes, by
 their own GPU time: which convolution or copy a costly kernel belongs to.
+``--bench-step``: profile the bench's optimized step itself (``engine.bench``: the trainer's
+Stepper with clipping, fused AdamW, compiled regions with the SR parts and combo kernels, two
+streams), launched eagerly so that every kernel keeps the operator that launched it.
 """
 
 from __future__ import annotations
@@ -49,9 +52,14 @@ def main():
     parser.add_argument("--top", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="regional torch.compile")
     parser.add_argument("--by-op", action="store_true", help="operators with input shapes")
+    parser.add_argument("--bench-step", action="store_true",
+                        help="the bench's optimized training step, not graphed")
     args = parser.parse_args()
     configure_cuda()
     for name in args.models:
+        if args.bench_step:
+            profile_bench_step(name, args)
+            continue
         model = build(name).cuda().train()
         training_layout(model, torch.device("cuda"))  # channels_last where the trainer uses it
         training_streams(model, torch.device("cuda"))  # and IMAGE's two streams
@@ -89,6 +97,25 @@ def main():
                                               max_name_column_width=70)
         print(table)
         del model, opt
+
+
+def profile_bench_step(name: str, args) -> None:
+    from image_bench.engine.bench import _training_setup
+
+    stepper, data, levers, _ = _training_setup(name, torch.device("cuda"), True, args.batch, None,
+                                               compile=True, cuda_graph=False)
+    print(f"== {name}: the bench's step, not graphed; levers {levers}")
+    for _ in range(3):
+        stepper.update(data)
+    torch.cuda.synchronize()
+    activities = [torch.profiler.ProfilerActivity.CUDA, torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(2):
+            stepper.update(data)
+        torch.cuda.synchronize()
+    print(prof.key_averages(group_by_input_shape=True).table(
+        sort_by="self_device_time_total", row_limit=args.top, max_name_column_width=40,
+        max_shapes_column_width=110))
 
 
 if __name__ == "__main__":

@@ -53,16 +53,25 @@ def test_tail_conv_refuses_an_even_kernel():
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_pixel_shuffle_gradient_keeps_the_layout_of_its_input(layout):
-    from image_bench.models.pixel_shuffle import PixelShuffle
+@pytest.mark.parametrize("scale", [2, 3])
+def test_shuffled_conv_is_conv_then_pixel_shuffle(layout, scale):
+    """Same values and gradients (float64) as Conv2d + PixelShuffle; channels_last stays so."""
+    from image_bench.models.pixel_shuffle import ShuffledConv2d
 
     torch.manual_seed(0)
-    x = torch.randn(2, 12, 3, 5, dtype=torch.float64).contiguous(memory_format=layout)
+    conv = ShuffledConv2d(5, 4, scale).double().to(memory_format=layout)
+    plain = nn.Conv2d(5, 4 * scale * scale, 3, padding=1).double()
+    plain.load_state_dict(conv.state_dict())  # the same parameter names and shapes
+    x = torch.randn(2, 5, 3, 7, dtype=torch.float64).contiguous(memory_format=layout)
     x.requires_grad_(True)
-    grad_out = torch.randn(2, 3, 6, 10, dtype=torch.float64)
-    out = PixelShuffle(2)(x)
-    torch.testing.assert_close(out, nn.PixelShuffle(2)(x), rtol=0, atol=0)
-    (dx,) = torch.autograd.grad(out, x, grad_out)
-    (expected,) = torch.autograd.grad(F.pixel_shuffle(x, 2), x, grad_out)
-    torch.testing.assert_close(dx, expected, rtol=0, atol=0)
-    assert dx.is_contiguous(memory_format=layout)
+    out = conv(x)
+    expected = F.pixel_shuffle(plain(x), scale)
+    assert out.shape == (2, 4, 3 * scale, 7 * scale)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    assert out.is_contiguous(memory_format=layout)
+    grad_out = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, conv.weight, conv.bias), grad_out)
+    want = torch.autograd.grad(expected, (x, plain.weight, plain.bias), grad_out)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+    assert got[0].is_contiguous(memory_format=layout)

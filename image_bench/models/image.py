@@ -94,8 +94,8 @@ class MutualGuidance(nn.Module):
     def forward(self, h_p: torch.Tensor, h_s: torch.Tensor, streams: OneStream = OneStream()):
         """``streams``: where phi's and varphi's operations run (models/branch_streams.py)."""
         p = self.ct1(h_s)  # Eq. 4
-        with streams.sr():
-            h_hat, sr = self.cd(h_p)  # Eq. 6
+        with streams.sr():  # Eq. 6; h-hat takes a gradient only from q_VT, through a live clue
+            h_hat, sr = self.cd(h_p, map_grad=self.clue_exchange and not self.detach_clues)
         if not self.clue_exchange:
             return None, None, sr, p, None
         # "The two models are optimized separately" (Sec. 1, abstract): with detach_clues the clues
@@ -222,7 +222,8 @@ class IMAGE(BenchModel):
             sr_steps.append(streams.to_main(sr_i))
             logits_steps.append(p_i)
         with streams.sr():
-            _, sr = self.sr_decoder(h_p, skip=h0_p)  # SILENT: TSRN's global skip from h_0^p
+            # SILENT: TSRN's global skip from h_0^p
+            _, sr = self.sr_decoder(h_p, skip=h0_p, map_grad=False)
         sr = streams.to_main(sr)
         streams.join()
         return ModelOutput(sr=sr, logits=self.ctc_decoder(h_s), sr_steps=sr_steps,

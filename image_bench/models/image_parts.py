@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.pixel_shuffle import PixelShuffle
+from image_bench.models.pixel_shuffle import ShuffledConv2d
 from image_bench.models.tail_conv import TailConv2d
 from image_bench.models.vit import Block, PatchEmbed, init_transformer
 
@@ -60,22 +60,29 @@ class ConvDecoder(nn.Module):
     PixelShuffle(2), Mish, conv9x9, tanh); the paper only says "several convolution layers and a
     pixel shuffle module". The optional ``skip`` is TSRN's global skip (block1 + block7), used by
     the final decoder only: Eq. 6 gives q_CD the single input h_{i-1}^p.
+
+    ``map_grad=False`` returns h-hat detached, for callers whose h-hat takes no gradient (the
+    final decoder, and q_CD under detached clues). Same values; but a compiled decoder would
+    otherwise be handed a zero gradient for h-hat, made NCHW and copied to h-hat's channels_last
+    layout before its backward: 0.29 ms per decoder at batch 256 on the H100, three per IMAGE-2
+    step (``scripts/profile_step.py --bench-step``).
     """
 
     def __init__(self, channels: int = 64, out_channels: int = 3, scale: int = 2):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                   nn.BatchNorm2d(channels))
-        self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
-                                      PixelShuffle(scale), nn.Mish())
+        self.upsample = nn.Sequential(ShuffledConv2d(channels, channels, scale), nn.Mish())
         self.tail = TailConv2d(channels, out_channels, 9)
 
-    def forward(self, feature: torch.Tensor, skip: torch.Tensor | None = None):
+    def forward(self, feature: torch.Tensor, skip: torch.Tensor | None = None,
+                map_grad: bool = True):
         x = self.body(feature)
         if skip is not None:
             x = x + skip
         shuffled = self.upsample(x)
-        return shuffled, torch.tanh(self.tail(shuffled))
+        sr = torch.tanh(self.tail(shuffled))
+        return (shuffled if map_grad else shuffled.detach()), sr
 
 
 class Projector(nn.Module):

@@ -1,12 +1,18 @@
-"""``nn.PixelShuffle`` whose gradient keeps the channels_last layout of its input (issue 7).
+"""Convolution + ``PixelShuffle``: the SR decoders' upsampling step (TSRN's conv3x3 C' -> s^2 C').
 
-The SR decoders upsample with conv3x3 C' -> 4C', then PixelShuffle(2). In IMAGE's channels_last
-training the shuffle's backward (Inductor's fused Mish-backward + pixel-unshuffle kernel, or
-aten's) wrote the gradient in NCHW, and cuDNN's convolution backward then re-laid it to
-channels_last: one 134 MB copy (256 x 256 x 16 x 64 bf16), 0.44 ms per decoder, three decoders
-per IMAGE-2 step on the H100 (``scripts/profile_step.py --by-op``). Here the backward writes the
-gradient in channels_last directly when the input was. Same function, no parameters; NCHW
-input takes ``F.pixel_shuffle`` as it is.
+Same parameters, state_dict and function as ``nn.Conv2d`` followed by ``nn.PixelShuffle(s)``.
+What differs is the channels_last path (IMAGE's training, issue 7). ``PixelShuffle`` reads its
+input's channels in (c, i, j) order: output channel c at sub-position (i, j) comes from input
+channel c s^2 + i s + j. In channels_last memory that is a transpose of C' x s^2 values inside
+each pixel. Every access of the copy (and of its gradient, the unshuffle) is then strided: on the
+H100 the fused Mish-backward + unshuffle kernel of one IMAGE decoder at batch 256 (256 x 256 x
+16 x 64 bf16) took 0.63 ms, about five times its bytes at full bandwidth.
+
+So on channels_last input the convolution computes its output channels in (i, j, c) order (its
+weight rows and bias permuted, a 147K-value gather per call) and the shuffle becomes a copy of
+contiguous runs of s C' values, one way in the forward and the other in the backward. The
+gradients are those of the plain form (the permutation is part of the autograd graph), and
+NCHW input (the CPU and eval paths, the cost counter) takes ``F.pixel_shuffle`` as it is.
 """
 
 from __future__ import annotations
@@ -16,23 +22,30 @@ import torch.nn.functional as F
 from torch import nn
 
 
-class _ShuffleKeepingLayout(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: int) -> torch.Tensor:
-        ctx.scale = scale
-        return F.pixel_shuffle(x, scale)
+class ShuffledConv2d(nn.Conv2d):
+    """``nn.Conv2d(in_channels, out_channels * scale**2, kernel_size)`` then PixelShuffle(scale):
+    (B, C_in, H, W) -> (B, out_channels, scale H, scale W)."""
 
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        grad_x = F.pixel_unshuffle(grad, ctx.scale)
-        return grad_x.contiguous(memory_format=torch.channels_last), None
+    def __init__(self, in_channels: int, out_channels: int, scale: int, kernel_size: int = 3):
+        super().__init__(in_channels, out_channels * scale * scale, kernel_size,
+                         padding=kernel_size // 2)
+        self.scale = scale
 
-
-class PixelShuffle(nn.PixelShuffle):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous(memory_format=torch.channels_last):
-            return _ShuffleKeepingLayout.apply(x, self.upscale_factor)
-        return F.pixel_shuffle(x, self.upscale_factor)
+        s = self.scale
+        if not x.is_contiguous(memory_format=torch.channels_last) or x.shape[1] == 1:
+            return F.pixel_shuffle(super().forward(x), s)
+        c = self.out_channels // (s * s)
+        # rows c s^2 + i s + j -> (i s + j) C' + c
+        weight = (self.weight.unflatten(0, (c, s * s)).transpose(0, 1).flatten(0, 1)
+                  .contiguous(memory_format=torch.channels_last))
+        bias = None if self.bias is None else self.bias.view(c, s * s).t().reshape(-1)
+        y = self._conv_forward(x, weight, bias)  # channels_last: memory (B, H, W, s, s, C')
+        b, _, h, w = y.shape
+        nhwc = y.permute(0, 2, 3, 1).view(b, h, w, s, s, c)
+        # (B, H, i, W, j, C') is the shuffled map in channels_last memory: runs of s C' values
+        out = nhwc.permute(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, c)
+        return out.permute(0, 3, 1, 2)
 
 
-__all__ = ["PixelShuffle"]
+__all__ = ["ShuffledConv2d"]

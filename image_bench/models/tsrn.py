@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.models.pixel_shuffle import PixelShuffle
+from image_bench.models.pixel_shuffle import ShuffledConv2d
 from image_bench.models.srb import SRB
 from image_bench.models.stn import STN
 from image_bench.models.tail_conv import TailConv2d
@@ -44,8 +44,7 @@ class TSRNBackbone(nn.Module):
         self.blocks = nn.ModuleList(SRB(channels, clue_channels) for _ in range(num_blocks))
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                     nn.BatchNorm2d(channels))
-        self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
-                                      PixelShuffle(scale), nn.Mish())
+        self.upsample = nn.Sequential(ShuffledConv2d(channels, channels, scale), nn.Mish())
         self.tail = TailConv2d(channels, io_channels, 9)
 
     def prepare(self, lr: torch.Tensor) -> torch.Tensor:
