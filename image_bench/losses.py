@@ -57,11 +57,13 @@ def ctc_nll(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tenso
     """Per-sample CTC negative log-likelihood by the forward (alpha) recursion of Graves et al.
     2006, in log space, with fixed shapes and no host reads: (T, B, C) log-probabilities, (B, S)
     padded targets, (B,) lengths on the same device -> (B,), zero where the target cannot be
-    spelt in T frames (``zero_infinity``). Gradients come from autograd through the recursion.
+    spelt in T frames (``zero_infinity``).
 
     Extended label l' = (blank, l_1, blank, l_2, ..., l_S, blank), 2S+1 states. alpha_t(s) =
     [alpha_{t-1}(s) + alpha_{t-1}(s-1) + alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2}]
-    * y_t(l'_s); the likelihood is alpha_{T-1}(2n) + alpha_{T-1}(2n-1) for a target of length n.
+    * y_t(l'_s); the likelihood P is alpha_{T-1}(2n) + alpha_{T-1}(2n-1) for a target of length
+    n. The gradient is Graves' alpha-beta form (:class:`_CTCFromEmissions`), not autograd through
+    the T steps: on CUDA both directions are one Triton kernel each (``kernels.ctc``).
     """
     frames, batch, _ = log_probs.shape
     states = 2 * targets.shape[1] + 1
@@ -72,16 +74,83 @@ def ctc_nll(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tenso
     skip = log_probs.new_zeros(batch, states)
     can_skip = (ext[:, 2:] != charset.BLANK) & (ext[:, 2:] != ext[:, :-2])
     skip[:, 2:] = torch.where(can_skip, 0.0, _LOG_ZERO)
+    # log P's states: 2n, and 2n - 1 unless the target is empty
+    s = torch.arange(states, device=lengths.device)
+    final = (s == 2 * lengths[:, None]) | ((s == 2 * lengths[:, None] - 1) & (lengths[:, None] > 0))
+    final = torch.where(final, 0.0, _LOG_ZERO).to(log_probs.dtype)
+    return _CTCFromEmissions.apply(emit, skip, final)
+
+
+class _CTCFromEmissions(torch.autograd.Function):
+    """nll = -log P from the emissions y_t(l'_s) (T, B, S'), with the skips and final states of
+    :func:`ctc_nll`; zeroed where P = 0. Backward (Graves et al. 2006, Eq. 16): with beta_t(s)
+    the log-probability of finishing from (t, s), emission included, the paths through (t, s)
+    have log-probability alpha_t(s) + beta_t(s) - y_t(l'_s), so
+
+        d nll / d log y_t(l'_s) = -exp(alpha_t(s) + beta_t(s) - log y_t(l'_s) - log P).
+    """
+
+    @staticmethod
+    def forward(ctx, emit, skip, final):
+        kernels = _ctc_kernels(emit)
+        if kernels is not None:
+            emit, skip, final = (t.float().contiguous() for t in (emit, skip, final))
+            alpha = kernels.alphas(emit, skip, _LOG_ZERO)
+        else:
+            alpha = _alphas(emit, skip)
+        nll = -torch.logsumexp(alpha[-1] + final, dim=1)
+        ctx.save_for_backward(emit, skip, final, alpha, nll)
+        return torch.where(nll < -_LOG_ZERO / 2, nll, torch.zeros_like(nll))
+
+    @staticmethod
+    def backward(ctx, grad):
+        emit, skip, final, alpha, nll = ctx.saved_tensors
+        # an infeasible target (zeroed loss) takes no gradient
+        weight = torch.where(nll < -_LOG_ZERO / 2, grad, torch.zeros_like(grad))
+        kernels = _ctc_kernels(emit)
+        if kernels is not None:
+            args = torch.stack([weight.float(), nll.float()], 1).contiguous()
+            return kernels.emit_grad(emit, skip, final, alpha, args, _LOG_ZERO), None, None
+        return _emit_grad(emit, skip, final, alpha, weight, nll), None, None
+
+
+def _ctc_kernels(emit: torch.Tensor):
+    """The Triton kernels for float32/bf16/fp16 emissions on CUDA; None elsewhere (the CPU, and
+    float64, which the tests check the torch form in)."""
+    if not emit.is_cuda or emit.dtype == torch.float64:
+        return None
+    from image_bench.kernels import triton_module
+
+    return triton_module("ctc")
+
+
+def _alphas(emit: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """alpha_t for t = 0..T-1 (T, B, S'), in log space."""
+    states = emit.shape[2]
     alpha = F.pad(emit[0, :, :2], (0, states - 2), value=_LOG_ZERO)  # alpha_0: only s = 0, 1
-    for t in range(1, frames):
+    out = [alpha]
+    for t in range(1, emit.shape[0]):
         one_back = F.pad(alpha[:, :-1], (1, 0), value=_LOG_ZERO)
         two_back = F.pad(alpha[:, :-2], (2, 0), value=_LOG_ZERO) + skip
         alpha = torch.logaddexp(torch.logaddexp(alpha, one_back), two_back) + emit[t]
-    last = alpha.gather(1, torch.stack([2 * lengths, (2 * lengths - 1).clamp(min=0)], dim=1))
-    # a zero-length target ends only in the first blank state: drop the second pick
-    last[:, 1] = torch.where(lengths > 0, last[:, 1], _LOG_ZERO)
-    nll = -torch.logsumexp(last, dim=1)
-    return torch.where(nll < -_LOG_ZERO / 2, nll, torch.zeros_like(nll))
+        out.append(alpha)
+    return torch.stack(out)
+
+
+def _emit_grad(emit, skip, final, alpha, weight, nll) -> torch.Tensor:
+    """d (weight . nll) / d emit by the beta recursion (see :class:`_CTCFromEmissions`)."""
+    beta = final + emit[-1]
+    out = [beta]
+    skip_from = F.pad(skip[:, 2:], (0, 2), value=_LOG_ZERO)  # s -> s + 2 allowed into s + 2
+    for t in range(emit.shape[0] - 2, -1, -1):
+        one_on = F.pad(beta[:, 1:], (0, 1), value=_LOG_ZERO)
+        two_on = F.pad(beta[:, 2:], (0, 2), value=_LOG_ZERO) + skip_from
+        beta = torch.logaddexp(torch.logaddexp(beta, one_on), two_on) + emit[t]
+        out.append(beta)
+    beta = torch.stack(out[::-1])
+    feasible = (weight != 0)[None, :, None]
+    arg = torch.where(feasible, alpha + beta - emit + nll[None, :, None], _LOG_ZERO)
+    return -weight[None, :, None] * torch.exp(arg)
 
 
 def gradient_magnitude(images: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,8 @@ batch 1 the call is a CUDA graph):
   in NCHW, re-laid by the convolution's backward) instead of ``models.pixel_shuffle``;
   ``oldshuffle``: convolution + a shuffle whose gradient keeps channels_last (as from f5b3ccf to
   before the (i, j, c) channel order of ``ShuffledConv2d``);
+- ``torchctc``: the CTC losses' recursion in torch ops (~900 small kernels per step) instead of
+  the two Triton kernels of ``kernels.ctc``;
 - ``mapgrad``: the SR decoders return h-hat with a gradient even where none reaches it (as before
   ``ConvDecoder(map_grad=False)``).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -67,6 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import image_bench.engine.bench as bench
+from image_bench import losses
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import attention, image_parts, pixel_shuffle, vit
@@ -101,6 +104,7 @@ def nchw_order_patch_forward(self, x):
 
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
+CTC_KERNELS = losses._ctc_kernels
 
 
 def decoder_with_map_grad(self, feature, skip=None, map_grad=True):
@@ -134,6 +138,7 @@ def plain_shuffle_forward(keep_layout: bool):
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
+    losses._ctc_kernels = (lambda emit: None) if "torchctc" in name.split("-") else CTC_KERNELS
     image_parts.ConvDecoder.forward = (decoder_with_map_grad if "mapgrad" in name.split("-")
                                        else DECODER_FORWARD)
     shuffle = [t for t in ("nnshuffle", "oldshuffle") if t in name.split("-")]
