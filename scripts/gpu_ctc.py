@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from image_bench import charset, losses
+from image_bench.engine.bench import time_call
 
 TOL = 1e-4
 # (frames, samples, target width)
@@ -74,12 +75,11 @@ def check(device) -> list[dict]:
     return rows
 
 
-def timed_ms(fn, graph: bool, n: int = 50) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
+def timed_ms(fn, graph: bool, device, n: int = 50) -> float:
     call = fn
     if graph:
+        for _ in range(3):  # lazy set-up (the kernels' compilation) outside the capture
+            fn()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -89,15 +89,7 @@ def timed_ms(fn, graph: bool, n: int = 50) -> float:
         with torch.cuda.graph(cuda_graph):
             fn()
         call = cuda_graph.replay
-    times = []
-    for _ in range(n):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(time_call(call, device, n, 3))
 
 
 def bench(device) -> list[dict]:
@@ -118,8 +110,8 @@ def bench(device) -> list[dict]:
     for name, pick in (("triton", kernels), ("torch", lambda emit: None)):
         losses._ctc_kernels = pick
         try:
-            row = {"path": name, "eager_ms": timed_ms(step, False),
-                   "graph_ms": timed_ms(step, True)}
+            row = {"path": name, "eager_ms": timed_ms(step, False, device),
+                   "graph_ms": timed_ms(step, True, device)}
         finally:
             losses._ctc_kernels = kernels
         rows.append(row)
