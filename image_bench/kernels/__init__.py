@@ -8,6 +8,7 @@ kernels that run inside compiled regions, lazily on the first CUDA call for the 
 - ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
 - ``shifted_planes``: the shifted sum behind the split SR tails (``models.tail_conv``);
 - ``short_attention``: the transformer blocks' attention on CUDA (``models.attention``);
+- ``ctc``: the CTC loss's alpha and beta recursions (``losses.ctc_nll``, lazily);
 - ``block_kernels``: a transformer block in three launches for small-batch inference
   (``models.fused_block``, lazily).
 
