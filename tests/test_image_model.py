@@ -15,7 +15,7 @@ from image_bench import charset
 from image_bench.losses import ctc_loss, tsrn_image_loss
 from image_bench.models.base import ModelOutput
 from image_bench.models.image import IMAGE, IMAGE1, IMAGE2, IMAGE3
-from image_bench.models.image_parts import Projector
+from image_bench.models.image_parts import ConvDecoder, Projector
 from tests.helpers import make_batch, train_losses
 
 TINY = dict(channels=8, dim=16, heads=2, mlp_ratio=2.0, vit_depth=1, fuser_depth=1,
@@ -183,6 +183,21 @@ def test_detach_clues_off_lets_the_recognition_loss_reach_the_sr_model():
     terms = model.loss(model(batch["lr"]), batch)
     grads = grads_after(model, terms["rec"] + terms["clue"])
     assert nonzero(grads["pixel_encoder.0.weight"])
+
+
+def test_decoder_returns_h_hat_detached_only_when_asked():
+    torch.manual_seed(0)
+    decoder = ConvDecoder(8).double().train()
+    feature = torch.randn(2, 8, 4, 6, dtype=torch.float64)
+    h_hat, sr = decoder(feature)
+    h_hat_off, sr_off = decoder(feature, map_grad=False)
+    assert h_hat.requires_grad and not h_hat_off.requires_grad
+    torch.testing.assert_close(h_hat_off, h_hat, rtol=0, atol=0)
+    torch.testing.assert_close(sr_off, sr, rtol=0, atol=0)
+    weight = decoder.upsample[0].weight
+    (g_on,) = torch.autograd.grad(sr.sum(), weight)
+    (g_off,) = torch.autograd.grad(sr_off.sum(), weight)
+    torch.testing.assert_close(g_off, g_on, rtol=0, atol=0)
 
 
 def test_without_clue_losses_only_the_final_outputs_are_supervised():
