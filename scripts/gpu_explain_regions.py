@@ -26,17 +26,27 @@ def explain(device: torch.device) -> list[dict]:
     torch._dynamo.config.allow_rnn = True  # as engine.optimize.compile_regions
     block = Block(196, 4)
     block.aligned = True
-    regions = {"aligned block, 32 tokens": (block, (torch.randn(64, 32, 196),)),
-               "SRB": (SRB(64, clue_channels=64), (torch.randn(64, 64, 16, 64),) * 2),
-               "conv decoder": (ConvDecoder(64), (torch.randn(64, 64, 16, 64),)),
-               "q_PJ": (Projector(37, 64, (16, 64)), (torch.rand(64, 32, 37).softmax(-1),))}
+    feature = torch.randn(64, 64, 16, 64)
+    cl = torch.channels_last
+    # (module, inputs, keyword arguments, channels_last): IMAGE trains its decoders channels_last
+    # (the shuffled convolution's permuted path) with h-hat detached
+    regions = {"aligned block, 32 tokens": (block, (torch.randn(64, 32, 196),), {}, False),
+               "SRB": (SRB(64, clue_channels=64), (feature,) * 2, {}, False),
+               "conv decoder": (ConvDecoder(64), (feature,), {}, False),
+               "conv decoder, channels_last, h-hat detached": (
+                   ConvDecoder(64), (feature,), {"map_grad": False}, True),
+               "q_PJ": (Projector(37, 64, (16, 64)), (torch.rand(64, 32, 37).softmax(-1),), {},
+                        False)}
     rows = []
-    for name, (module, inputs) in regions.items():
+    for name, (module, inputs, kwargs, channels_last) in regions.items():
         module = module.to(device).train()
         inputs = [x.to(device).requires_grad_() for x in inputs]
+        if channels_last:
+            module = module.to(memory_format=cl)
+            inputs = [x.detach().contiguous(memory_format=cl).requires_grad_() for x in inputs]
         torch._dynamo.reset()
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            result = torch._dynamo.explain(module)(*inputs)
+            result = torch._dynamo.explain(module)(*inputs, **kwargs)
         row = {"region": name, "graphs": result.graph_count,
                "graph_breaks": result.graph_break_count,
                "break_reasons": [str(r.reason).splitlines()[0] for r in result.break_reasons],
