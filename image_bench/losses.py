@@ -109,8 +109,9 @@ class _CTCFromEmissions(torch.autograd.Function):
         weight = torch.where(nll < -_LOG_ZERO / 2, grad, torch.zeros_like(grad))
         kernels = _ctc_kernels(emit)
         if kernels is not None:
-            args = torch.stack([weight.float(), nll.float()], 1).contiguous()
-            return kernels.emit_grad(emit, skip, final, alpha, args, _LOG_ZERO), None, None
+            grad_emit = kernels.emit_grad(emit, skip, final, alpha, weight.float().contiguous(),
+                                          nll, _LOG_ZERO)
+            return grad_emit, None, None
         return _emit_grad(emit, skip, final, alpha, weight, nll), None, None
 
 

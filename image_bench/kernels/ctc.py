@@ -48,17 +48,17 @@ def _alpha_kernel(emit_ptr, skip_ptr, alpha_ptr, T, S, step, LOG_ZERO: tl.conste
 
 
 @triton.jit
-def _beta_grad_kernel(emit_ptr, skip_ptr, alpha_ptr, final_ptr, weight_ptr, beta_ptr, grad_ptr,
-                      T, S, step, LOG_ZERO: tl.constexpr, BLOCK_S: tl.constexpr):
+def _beta_grad_kernel(emit_ptr, skip_ptr, alpha_ptr, final_ptr, weight_ptr, nll_ptr, beta_ptr,
+                      grad_ptr, T, S, step, LOG_ZERO: tl.constexpr, BLOCK_S: tl.constexpr):
     """beta[t, n, s] from the last frame back, and grad[t, n, s] = -w_n exp(alpha + beta - emit
     - log P_n) on the way; ``final`` holds log P_n's states (0, else LOG_ZERO), ``weight`` the
-    incoming gradient of sample n (0 where it is infeasible) and -log P_n after it."""
+    incoming gradient of each sample (0 where it is infeasible), ``nll`` -log P_n."""
     n = tl.program_id(0).to(tl.int64)
     s = tl.arange(0, BLOCK_S)
     valid = s < S
     row = n * S
-    w = tl.load(weight_ptr + 2 * n)
-    nll = tl.load(weight_ptr + 2 * n + 1)
+    w = tl.load(weight_ptr + n)
+    nll = tl.load(nll_ptr + n)
     # the skip into s + 2 is the one beta takes from s
     skip_in = tl.load(skip_ptr + row + s + 2, mask=valid & (s + 2 < S), other=LOG_ZERO)
     last = (T - 1) * step + row
@@ -99,11 +99,11 @@ def alphas(emit: torch.Tensor, skip: torch.Tensor, log_zero: float) -> torch.Ten
 
 
 def emit_grad(emit: torch.Tensor, skip: torch.Tensor, final: torch.Tensor, alpha: torch.Tensor,
-              weight: torch.Tensor, log_zero: float) -> torch.Tensor:
-    """``losses._emit_grad``: ``final`` (N, S), ``weight`` (N, 2) as the kernel reads them."""
+              weight: torch.Tensor, nll: torch.Tensor, log_zero: float) -> torch.Tensor:
+    """``losses._emit_grad``: float32 ``final`` (N, S), ``weight`` and ``nll`` (N,)."""
     frames, n, states = emit.shape
     beta, grad = torch.empty_like(emit), torch.empty_like(emit)
     block, warps = _launch_settings(states)
-    _beta_grad_kernel[(n,)](emit, skip, alpha, final, weight, beta, grad, frames, states,
+    _beta_grad_kernel[(n,)](emit, skip, alpha, final, weight, nll, beta, grad, frames, states,
                             n * states, LOG_ZERO=log_zero, BLOCK_S=block, num_warps=warps)
     return grad
