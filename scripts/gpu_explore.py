@@ -38,7 +38,9 @@ batch 1 the call is a CUDA graph):
 - ``torchctc``: the CTC losses' recursion in torch ops (~900 small kernels per step) instead of
   the two Triton kernels of ``kernels.ctc``;
 - ``mapgrad``: the SR decoders return h-hat with a gradient even where none reaches it (as before
-  ``ConvDecoder(map_grad=False)``).
+  ``ConvDecoder(map_grad=False)``);
+- ``torchadamw``: clipping + AdamW as ``clip_grad_norm_`` + PyTorch's fused AdamW (multi-tensor
+  launches) instead of the three Triton launches of ``engine.fused_update``.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -70,6 +72,7 @@ from torch import nn
 
 import image_bench.engine.bench as bench
 from image_bench import losses
+from image_bench.engine import fused_update
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import attention, image_parts, pixel_shuffle, vit
@@ -105,6 +108,7 @@ def nchw_order_patch_forward(self, x):
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
 CTC_KERNELS = losses._ctc_kernels
+FUSED_SUPPORTS = fused_update.FusedClipAdamW.supports
 
 
 def decoder_with_map_grad(self, feature, skip=None, map_grad=True):
@@ -139,6 +143,8 @@ def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
     losses._ctc_kernels = (lambda emit: None) if "torchctc" in name.split("-") else CTC_KERNELS
+    fused_update.FusedClipAdamW.supports = staticmethod(
+        (lambda optimizer: False) if "torchadamw" in name.split("-") else FUSED_SUPPORTS)
     image_parts.ConvDecoder.forward = (decoder_with_map_grad if "mapgrad" in name.split("-")
                                        else DECODER_FORWARD)
     shuffle = [t for t in ("nnshuffle", "oldshuffle") if t in name.split("-")]

@@ -12,7 +12,8 @@ Modes:
   launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
   transformer blocks (``engine.optimize``), channels_last when a short trial at each batch size
   shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1 call is
-  dominated by kernel launches); training steps with fused AdamW, the model's training layout
+  dominated by kernel launches); training steps with fused AdamW (with a CUDA graph: clipping +
+  AdamW in three Triton launches, ``engine.fused_update``), the model's training layout
   (``engine.optimize.training_layout``: channels_last where measured faster), replayed as one
   CUDA graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
   its error, and the mode still runs with the others.
@@ -246,7 +247,8 @@ def _training_setup(name: str, device: torch.device, optimized: bool, batch: int
             levers["compile"] = f"failed: {type(exc).__name__}: {exc}"[:300]
     amp = optimized and device.type == "cuda"
     stepper = Stepper(StepModule(model), optimizer, scheduler, grad_clip=settings["grad_clip"],
-                      device=device, amp=amp)
+                      device=device, amp=amp, fused_update=graphed)
+    levers["fused_update"] = stepper.fused_update is not None
     data = synthetic_batch(model, batch, device)
     if graphed:
         stepper = GraphedStepper(stepper)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image_bench.engine.fused_update import FusedClipAdamW
 from image_bench.models.base import BenchModel
 
 DEFAULT_LR = 1e-4  # the paper's AdamW learning rate (RunConfig's default)
@@ -107,13 +108,17 @@ class Stepper:
     """
 
     def __init__(self, step_module: nn.Module, optimizer, scheduler, *, grad_clip: float,
-                 device: torch.device, amp: bool | None = None):
+                 device: torch.device, amp: bool | None = None, fused_update: bool = False):
         self.step_module, self.optimizer, self.scheduler = step_module, optimizer, scheduler
         self.grad_clip = grad_clip
         self.device = device
         self.amp = device.type == "cuda" if amp is None else amp
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.term_names: list[str] | None = None
+        # ``fused_update``: clipping + AdamW in three Triton launches where the optimiser
+        # qualifies (engine.fused_update: CUDA, fp32, capturable); else PyTorch's
+        self.fused_update = (FusedClipAdamW(optimizer) if fused_update
+                             and FusedClipAdamW.supports(optimizer) else None)
 
     def __call__(self, batch: dict) -> torch.Tensor:
         stats = self.update(batch)
@@ -133,15 +138,21 @@ class Stepper:
         total = sum(t.float() for t in terms.values())
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        if self.grad_clip and self.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        if self.fused_update is not None:  # clips and steps
+            norm = self.fused_update.step(self.grad_clip or 0.0)
         else:
-            norm = torch.linalg.vector_norm(
-                torch.stack([torch.linalg.vector_norm(p.grad.float())
-                             for p in self.params if p.grad is not None]))
-        self.optimizer.step()
+            norm = self._clip()
+            self.optimizer.step()
         return torch.stack([total.detach(), norm.detach().float(),
                             *[t.detach().float() for t in terms.values()]])
+
+    def _clip(self) -> torch.Tensor:
+        """The gradient norm, after clipping the gradients to ``grad_clip`` (0: no clipping)."""
+        if self.grad_clip and self.grad_clip > 0:
+            return torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+        return torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(p.grad.float())
+                         for p in self.params if p.grad is not None]))
 
     @property
     def column_names(self) -> list[str]:

@@ -410,7 +410,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
             step_module, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True)
     stepper = Stepper(step_module, optimizer, scheduler, grad_clip=settings["grad_clip"],
-                      device=device)
+                      device=device, fused_update=graphed)
+    fused_update = stepper.fused_update is not None
     if graphed:
         stepper = GraphedStepper(stepper)
 
@@ -419,6 +420,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
                    compiled_regions=len(compiled_regions),
                    cuda_graph=graphed, channels_last=channels_last, branch_streams=streams,
+                   fused_update=fused_update,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)
