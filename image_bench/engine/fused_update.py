@@ -25,7 +25,10 @@ import torch
 
 from image_bench.kernels import triton_module
 
-CHUNK = 4096  # values of one parameter per program of the kernels
+# values of one parameter per program, and warps per program (H100, IMAGE-2's 1,462 tensors,
+# scripts/gpu_adamw.py --sweep: 2048/8 0.70 ms, 4096/8 0.99, 8192/8 1.14, 16384/8 1.28)
+CHUNK = 2048
+NUM_WARPS = 8
 
 
 def _storage_flat(t: torch.Tensor) -> torch.Tensor:
@@ -140,7 +143,9 @@ class FusedClipAdamW:
         origin = base.data_ptr()
         rows, chunk_param, chunk_start, hyper, aligned = [], [], [], [], True
         for gi, (group, params) in enumerate(zip(self.optimizer.param_groups, per_group)):
-            hyper.append([*group["betas"], group["weight_decay"], group["eps"]])
+            # fp32 values, held in float64 for the kernels' bias corrections
+            hyper.append(torch.tensor([*group["betas"], group["weight_decay"], group["eps"]],
+                                      dtype=torch.float32).tolist())
             for p in params:
                 m, v, step = self._state_tensors(p)
                 aligned &= all(t.data_ptr() % 16 == 0 for t in (p, m, v))
@@ -154,7 +159,7 @@ class FusedClipAdamW:
         return {"base": base, "rows": torch.tensor(rows, dtype=torch.int64), "aligned": aligned,
                 "hyper": torch.tensor(hyper, dtype=torch.float64, device=device),
                 "chunk_param": as_device(chunk_param), "chunk_start": as_device(chunk_start),
-                "partials": torch.empty(len(chunk_param), device=device)}
+                "partials": torch.empty(len(chunk_param), device=device), "chunk": CHUNK}
 
     def _device_table(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, bool]:
         """The table with this step's gradient offsets, on the device, and whether every
@@ -202,5 +207,5 @@ class FusedClipAdamW:
         norm_clip = torch.empty(2, device=table.device)
         triton_module("adamw").clip_adamw_(
             static["base"], table, static["hyper"], static["chunk_param"], static["chunk_start"],
-            static["partials"], norm_clip, max_norm, aligned, CHUNK)
+            static["partials"], norm_clip, max_norm, aligned, static["chunk"], NUM_WARPS)
         return norm_clip[0]

@@ -21,8 +21,7 @@ One program handles one chunk of one parameter.
 3. ``_adamw_chunks``: per chunk, g *= clip; p -= lr wd p; m = b1 m + (1 - b1) g;
    v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps): PyTorch's
    fused AdamW in its order, in fp32 with correctly rounded sqrt and division, the bias
-   corrections in float64 as PyTorch forms them (from fp32 betas, 1 - b2 at t = 1 would be
-   1.00005e-3, not 1e-3: the update moved by 2.5e-5 of itself).
+   corrections in float64 from the fp32 betas (see the kernel for why).
 
 This module imports triton: ``engine.fused_update`` loads it on its first CUDA call.
 """
@@ -94,8 +93,8 @@ def _norm_and_steps(base, partial_ptr, n_partials, table, n_params, out_ptr, max
 @triton.jit
 def _adamw_chunks(base, chunk_param, chunk_start, table, hyper, norm_clip_ptr,
                   BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
-    """One chunk of one parameter; ``hyper`` rows (float64, per group): beta1, beta2, weight
-    decay, eps."""
+    """One chunk of one parameter; ``hyper`` rows (per group, float64 holding fp32 values):
+    beta1, beta2, weight decay, eps."""
     c = tl.program_id(0)
     i = tl.load(chunk_param + c).to(tl.int64)
     row = table + i * 8
@@ -106,9 +105,10 @@ def _adamw_chunks(base, chunk_param, chunk_start, table, hyper, norm_clip_ptr,
     step = tl.load(base + tl.load(row + 4)).to(tl.float64)
     lr = tl.load(base + tl.load(row + 5))
     h = hyper + tl.load(row + 7) * 4
-    beta1_64, beta2_64 = tl.load(h), tl.load(h + 1)
-    # PyTorch forms the bias corrections from the double betas: 1 - b2 (rounded to fp32 first)
-    # would be 1.00005e-3 instead of 1e-3 at step 1
+    beta1_64, beta2_64 = tl.load(h), tl.load(h + 1)  # the fp32 betas, exactly, in float64
+    # The moments use 1 - b with b in fp32 (for 0.999: 9.99987e-4, as PyTorch's fused step);
+    # bias corrections formed from the same b in float64 cancel that at step 1 as PyTorch's do
+    # (from the double 0.999 they left the update 6.6e-6 off float64's, PyTorch's 1.0e-6).
     bias1 = (1.0 - libdevice.pow(beta1_64, step)).to(tl.float32)
     bias2_sqrt = tl.sqrt(1.0 - libdevice.pow(beta2_64, step)).to(tl.float32)
     beta1, beta2 = beta1_64.to(tl.float32), beta2_64.to(tl.float32)
@@ -131,15 +131,16 @@ def _adamw_chunks(base, chunk_param, chunk_start, table, hyper, norm_clip_ptr,
 
 def clip_adamw_(base: torch.Tensor, table: torch.Tensor, hyper: torch.Tensor,
                 chunk_param: torch.Tensor, chunk_start: torch.Tensor, partials: torch.Tensor,
-                norm_clip: torch.Tensor, max_norm: float, aligned: bool, chunk: int) -> None:
+                norm_clip: torch.Tensor, max_norm: float, aligned: bool, chunk: int,
+                num_warps: int = 8) -> None:
     """Clip every gradient by the global norm (``max_norm <= 0``: no clipping) and apply one
     AdamW step to every parameter of ``table`` (rows of ``COLUMNS`` int64, see above), whose
     ``chunk``-value chunks ``chunk_param`` and ``chunk_start`` list; ``norm_clip`` receives
     (norm, clip factor)."""
     chunks = chunk_param.numel()
     _sum_squares[(chunks,)](base, chunk_param, chunk_start, table, partials, BLOCK=chunk,
-                            ALIGNED=aligned, num_warps=8)
+                            ALIGNED=aligned, num_warps=num_warps)
     _norm_and_steps[(1,)](base, partials, chunks, table, table.shape[0], norm_clip,
                           float(max_norm), CLIP=max_norm > 0, BLOCK=PARTIALS_BLOCK, num_warps=4)
     _adamw_chunks[(chunks,)](base, chunk_param, chunk_start, table, hyper, norm_clip,
-                             BLOCK=chunk, ALIGNED=aligned, num_warps=8)
+                             BLOCK=chunk, ALIGNED=aligned, num_warps=num_warps)
