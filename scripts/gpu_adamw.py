@@ -10,9 +10,9 @@ double copies, same gradients). Gradients scaled so that steps 1-3 clip and 4-6 
 parameter has no gradient (its state must stay untouched); with ``max_norm`` 5 and 0 (no
 clipping), and the fused step captured as a CUDA graph and replayed. Worst relative error
 ||x - ref|| / ||ref|| over parameters, moments and the norm, ours and PyTorch's; exits 1 where
-ours is above both 1e-5 and twice PyTorch's. ``bench``: one update (clip + AdamW) as a CUDA-graph replay,
-PyTorch against fused, milliseconds per call (CUDA events, median of 50), and the kernels of
-each (torch.profiler).
+ours is above both 1e-5 and twice PyTorch's. ``bench``: one update (clip + AdamW) as a CUDA-graph
+replay, PyTorch against fused, milliseconds per call (CUDA events, median of 50), and the kernels
+of each (torch.profiler).
 """
 
 from __future__ import annotations
