@@ -13,7 +13,8 @@ What a replay needs, and how the suite provides it:
   sync-free recursion (``losses.ctc_nll``); the NaN guard reads the returned statistics after
   the replay, in blocks, as the eager path does;
 - an optimiser that reads its learning rate and step count from device memory (fused AdamW,
-  ``capturable=True``, tensor lr that the scheduler fills in place between replays);
+  ``capturable=True``, tensor lr that the scheduler fills in place between replays; the
+  Stepper's Triton clip + AdamW, ``engine.fused_update``, reads the same state);
 - randomness drawn on the device (LR/HR picks, dropout): graph replays advance the generator's
   offset, so each replay draws new numbers.
 

@@ -10,7 +10,9 @@ kernels that run inside compiled regions, lazily on the first CUDA call for the 
 - ``short_attention``: the transformer blocks' attention on CUDA (``models.attention``);
 - ``ctc``: the CTC loss's alpha and beta recursions (``losses.ctc_nll``, lazily);
 - ``block_kernels``: a transformer block in three launches for small-batch inference
-  (``models.fused_block``, lazily).
+  (``models.fused_block``, lazily);
+- ``adamw``: gradient clipping + AdamW over all parameters in three launches
+  (``engine.fused_update``, lazily).
 
 Never import them from code that must run on the CPU build of torch.
 """
