@@ -152,7 +152,8 @@ class FusedClipAdamW:
                 for start in range(0, p.numel(), CHUNK):
                     chunk_param.append(len(rows))
                     chunk_start.append(start)
-                    # offsets in fp32 elements from ``base``; the gradient's is set per step
+                # offsets in fp32 elements from ``base`` (kernels.adamw.COLUMNS); the
+                # gradient's (column 1) is set per step
                 rows.append([(t.data_ptr() - origin) // 4 for t in (p, p, m, v, step, group["lr"])]
                             + [p.numel(), gi])
         as_device = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
