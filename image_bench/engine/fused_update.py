@@ -198,11 +198,10 @@ class FusedClipAdamW:
                 raise RuntimeError("fused AdamW: parameters or state changed during a CUDA "
                                    "graph capture; an eager step must come first")
             self._static, self._key = self._build(per_group, params[0].device), key
+        for p in params:
+            if p.grad.stride() != p.stride():  # the kernels walk both in the parameter's order
+                p.grad = torch.empty_like(p).copy_(p.grad)
         grads = [p.grad for p in params]
-        for p, g in zip(params, grads):
-            if g.dtype != torch.float32 or g.stride() != p.stride() or g.device != p.device:
-                raise ValueError(f"gradient of a {tuple(p.shape)} parameter is {g.dtype} with "
-                                 f"strides {g.stride()}, its parameter {p.stride()}")
         table, aligned = self._device_table(grads)
         static = self._static
         norm_clip = torch.empty(2, device=table.device)
