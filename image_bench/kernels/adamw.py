@@ -45,26 +45,28 @@ COLUMNS = ("p", "grad", "exp_avg", "exp_avg_sq", "step", "lr", "numel", "group")
 
 
 @triton.jit
-def _chunk(chunk_param, chunk_start, table, c, COL: tl.constexpr, BLOCK: tl.constexpr,
-           ALIGNED: tl.constexpr):
-    """Element offsets and mask of chunk ``c`` in the column ``COL`` tensor of its parameter."""
-    i = tl.load(chunk_param + c).to(tl.int64)
+def _chunk(chunk_param, chunk_start, table, c, BLOCK: tl.constexpr):
+    """Chunk ``c``: its parameter's table row, its first value and its lanes' mask."""
+    row = table + tl.load(chunk_param + c).to(tl.int64) * 8
     start = tl.load(chunk_start + c)
-    row = table + i * 8
-    n = tl.load(row + 6)
+    return row, start, start + tl.arange(0, BLOCK) < tl.load(row + 6)
+
+
+@triton.jit
+def _offsets(row, start, COL: tl.constexpr, BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
+    """Element offsets from ``base`` of the chunk's values in the row's column ``COL`` tensor."""
     off = tl.load(row + COL) + start
     if ALIGNED:
         off = tl.multiple_of(off, 4)
-    lanes = tl.arange(0, BLOCK)
-    return off + lanes, start + lanes < n
+    return off + tl.arange(0, BLOCK)
 
 
 @triton.jit
 def _sum_squares(base, chunk_param, chunk_start, table, partial_ptr, BLOCK: tl.constexpr,
                  ALIGNED: tl.constexpr):
     c = tl.program_id(0)
-    offs, valid = _chunk(chunk_param, chunk_start, table, c, 1, BLOCK, ALIGNED)
-    g = tl.load(base + offs, mask=valid, other=0.0)
+    row, start, valid = _chunk(chunk_param, chunk_start, table, c, BLOCK)
+    g = tl.load(base + _offsets(row, start, 1, BLOCK, ALIGNED), mask=valid, other=0.0)
     tl.store(partial_ptr + c, tl.sum(g * g, axis=0))
 
 
@@ -95,13 +97,11 @@ def _adamw_chunks(base, chunk_param, chunk_start, table, hyper, norm_clip_ptr,
                   BLOCK: tl.constexpr, ALIGNED: tl.constexpr):
     """One chunk of one parameter; ``hyper`` rows (per group, float64 holding fp32 values):
     beta1, beta2, weight decay, eps."""
-    c = tl.program_id(0)
-    i = tl.load(chunk_param + c).to(tl.int64)
-    row = table + i * 8
-    p_offs, valid = _chunk(chunk_param, chunk_start, table, c, 0, BLOCK, ALIGNED)
-    g_offs, _ = _chunk(chunk_param, chunk_start, table, c, 1, BLOCK, ALIGNED)
-    m_offs, _ = _chunk(chunk_param, chunk_start, table, c, 2, BLOCK, ALIGNED)
-    v_offs, _ = _chunk(chunk_param, chunk_start, table, c, 3, BLOCK, ALIGNED)
+    row, start, valid = _chunk(chunk_param, chunk_start, table, tl.program_id(0), BLOCK)
+    p_offs = _offsets(row, start, 0, BLOCK, ALIGNED)
+    g_offs = _offsets(row, start, 1, BLOCK, ALIGNED)
+    m_offs = _offsets(row, start, 2, BLOCK, ALIGNED)
+    v_offs = _offsets(row, start, 3, BLOCK, ALIGNED)
     step = tl.load(base + tl.load(row + 4)).to(tl.float64)
     lr = tl.load(base + tl.load(row + 5))
     h = hyper + tl.load(row + 7) * 4
