@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 
 from image_bench.models.attention import attend
-from image_bench.models.padded_linear import padded_linear
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
 
@@ -41,10 +40,18 @@ def _pad_last(t: torch.Tensor, size: int) -> torch.Tensor:
     return t if t.shape[-1] == size else F.pad(t, (0, size - t.shape[-1]))
 
 
+def _pad_heads(t: torch.Tensor, heads: int, head_dim: int, padded_head: int) -> torch.Tensor:
+    """(..., heads * head_dim) -> (..., heads * padded_head): zeros after each head's columns."""
+    split = t.unflatten(-1, (heads, head_dim))
+    return _pad_last(split, padded_head).flatten(-2)
+
+
 def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
     """``F.linear`` with the output width padded to a multiple of 8, then sliced back."""
-    out, width = weight.shape
-    return padded_linear(x, weight, bias, (out, aligned(out)), (width, width))[..., :out]
+    out = weight.shape[0]
+    padded = F.pad(weight, (0, 0, 0, aligned(out) - out))
+    bias = None if bias is None else _pad_last(bias, aligned(out))
+    return F.linear(x, padded, bias)[..., :out]
 
 
 def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = None):
@@ -53,16 +60,28 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     b, n, d = x.shape
     h = attn.heads
     dh = d // h
-    tokens, head = (d, aligned(d)), (dh, aligned(dh))  # D 196 -> 200, each head 49 -> 56
-    y = _pad_last(block.norm1(x), tokens[1])
-    qkv = padded_linear(y, attn.qkv.weight, attn.qkv.bias, head, tokens)  # (b, n, 3 h 56)
-    heads_out = attend(qkv, h, attn.scale, mask)  # (b, n, h * 56)
-    x1 = x + padded_linear(heads_out, attn.proj.weight, attn.proj.bias, tokens, head)[..., :d]
+    dp, dhp = aligned(d), aligned(dh)
+
+    # Attention: q, k, v of each head padded to dhp columns, the tokens' width to dp.
+    w_qkv = _pad_last(attn.qkv.weight.unflatten(0, (3, h, dh)), dp)  # (3, h, dh, dp)
+    w_qkv = F.pad(w_qkv, (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
+    b_qkv = attn.qkv.bias
+    if b_qkv is not None:
+        b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).reshape(-1)
+    y = _pad_last(block.norm1(x), dp)
+    # attn.scale is dh ** -0.5: the real width
+    heads_out = attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
+    w_proj = F.pad(_pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))  # (dp, h * dhp)
+    x1 = x + F.linear(heads_out, w_proj, _pad_last(attn.proj.bias, dp))[..., :d]
+
+    # MLP: D and the hidden width (IMAGE: 4 D = 784, aligned already) padded; GELU(0) = 0.
     hid = mlp.fc1.out_features
-    hidden_side = (hid, aligned(hid))
-    z = _pad_last(block.norm2(x1), tokens[1])
-    hidden = mlp.act(padded_linear(z, mlp.fc1.weight, mlp.fc1.bias, hidden_side, tokens))
-    return x1 + padded_linear(hidden, mlp.fc2.weight, mlp.fc2.bias, tokens, hidden_side)[..., :d]
+    hp = aligned(hid)
+    w_fc1 = F.pad(_pad_last(mlp.fc1.weight, dp), (0, 0, 0, hp - hid))  # (hp, dp)
+    z = _pad_last(block.norm2(x1), dp)
+    hidden = mlp.act(F.linear(z, w_fc1, _pad_last(mlp.fc1.bias, hp)))
+    w_fc2 = F.pad(_pad_last(mlp.fc2.weight, hp), (0, 0, 0, dp - d))  # (dp, hp)
+    return x1 + F.linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
 
 
 __all__ = ["aligned", "aligned_block_forward", "aligned_linear", "needs_alignment"]
