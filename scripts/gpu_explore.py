@@ -40,7 +40,9 @@ batch 1 the call is a CUDA graph):
 - ``mapgrad``: the SR decoders return h-hat with a gradient even where none reaches it (as before
   ``ConvDecoder(map_grad=False)``);
 - ``torchadamw``: clipping + AdamW as ``clip_grad_norm_`` + PyTorch's fused AdamW (multi-tensor
-  launches) instead of the three Triton launches of ``engine.fused_update``.
+  launches) instead of the three Triton launches of ``engine.fused_update``;
+- ``nobiascol``: the aligned blocks' qkv and fc1 biases through ``F.linear`` (their gradients
+  summed by kernels of their own) instead of riding in the weights' first pad column.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -75,7 +77,7 @@ from image_bench import losses
 from image_bench.engine import fused_update
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import attention, image_parts, pixel_shuffle, vit
+from image_bench.models import aligned_block, attention, image_parts, pixel_shuffle, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -105,6 +107,30 @@ def nchw_order_patch_forward(self, x):
     return linear(patches, self.proj.weight.flatten(1), self.proj.bias) + self.pos_embed
 
 
+def separate_bias_block_forward(block, x, mask=None):
+    """``aligned_block_forward`` as before 'nobiascol': every bias through F.linear."""
+    pad, aligned = aligned_block._pad_last, aligned_block.aligned
+    attn, mlp = block.attn, block.mlp
+    b, n, d = x.shape
+    h = attn.heads
+    dh = d // h
+    dp, dhp = aligned(d), aligned(dh)
+    w_qkv = pad(attn.qkv.weight.unflatten(0, (3, h, dh)), dp)
+    w_qkv = F.pad(w_qkv, (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
+    b_qkv = pad(attn.qkv.bias.view(3, h, dh), dhp).reshape(-1)
+    y = pad(block.norm1(x), dp)
+    heads_out = attention.attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)
+    w_proj = F.pad(aligned_block._pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))
+    x1 = x + F.linear(heads_out, w_proj, pad(attn.proj.bias, dp))[..., :d]
+    hid = mlp.fc1.out_features
+    hp = aligned(hid)
+    w_fc1 = F.pad(pad(mlp.fc1.weight, dp), (0, 0, 0, hp - hid))
+    hidden = mlp.act(F.linear(pad(block.norm2(x1), dp), w_fc1, pad(mlp.fc1.bias, hp)))
+    w_fc2 = F.pad(pad(mlp.fc2.weight, hp), (0, 0, 0, dp - d))
+    return x1 + F.linear(hidden, w_fc2, pad(mlp.fc2.bias, dp))[..., :d]
+
+
+ALIGNED_FORWARD = vit.aligned_block_forward
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
 CTC_KERNELS = losses._ctc_kernels
@@ -142,6 +168,8 @@ def plain_shuffle_forward(keep_layout: bool):
 def use_variant(name: str) -> None:
     old_layout = "oldlayout" in name.split("-")
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
+    vit.aligned_block_forward = (separate_bias_block_forward if "nobiascol" in name.split("-")
+                                 else ALIGNED_FORWARD)
     losses._ctc_kernels = (lambda emit: None) if "torchctc" in name.split("-") else CTC_KERNELS
     fused_update.FusedClipAdamW.supports = staticmethod(
         (lambda optimizer: False) if "torchadamw" in name.split("-") else FUSED_SUPPORTS)

@@ -23,15 +23,17 @@ def forward_and_grads(block: Block, x: torch.Tensor, mask, aligned_path: bool):
     return out.detach(), x.grad, {n: p.grad for n, p in block.named_parameters()}
 
 
-@pytest.mark.parametrize("dim,heads,mlp_ratio,tokens,masked", [
-    (196, 4, 4.0, 7, False),   # IMAGE's widths: 196 -> 200, heads 49 -> 56
-    (196, 4, 4.0, 5, True),    # with an additive attention mask
-    (20, 2, 1.3, 3, False),    # hidden 26 -> 32 as well
+@pytest.mark.parametrize("dim,heads,mlp_ratio,tokens,masked,qkv_bias", [
+    (196, 4, 4.0, 7, False, True),   # IMAGE's widths: 196 -> 200, heads 49 -> 56
+    (196, 4, 4.0, 5, True, True),    # with an additive attention mask
+    (20, 2, 1.3, 3, False, True),    # hidden 26 -> 32 as well
+    (196, 4, 4.0, 3, False, False),  # no qkv bias: nothing rides in the pad column
+    (48, 4, 2.0, 3, False, True),    # D aligned, heads of 12 -> 16: no pad column for the bias
 ])
 def test_aligned_block_computes_the_same_function_and_gradients(dim, heads, mlp_ratio, tokens,
-                                                                 masked):
+                                                                 masked, qkv_bias):
     torch.manual_seed(0)
-    block = Block(dim, heads, mlp_ratio).double()
+    block = Block(dim, heads, mlp_ratio, qkv_bias).double()
     for p in block.parameters():  # non-trivial LayerNorm and biases too
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(2, tokens, dim, dtype=torch.float64)

@@ -54,8 +54,49 @@ def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return F.linear(x, padded, bias)[..., :out]
 
 
+def _bias_as_column(weight: torch.Tensor, bias: torch.Tensor | None, width: int) -> bool:
+    """Whether the bias rides in the weight's first pad column (see aligned_block_forward)."""
+    return bias is not None and weight.shape[1] < width
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward makes the gradient contiguous. The gradients of a weight and
+    its bias joined by ``torch.cat`` are views of one tensor; a compiled region returns them as
+    such, and autograd then copies each into a contiguous ``.grad`` in a kernel of its own (432
+    per IMAGE-2 step on the H100). Made contiguous here, inside the region, the copy fuses into
+    the kernel that slices and casts them."""
+
+    @staticmethod
+    def forward(ctx, t):
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous()
+
+
+def _weight_with_bias(weight: torch.Tensor, bias: torch.Tensor | None, width: int):
+    """(O, d) -> (O, width): the bias as column d where there is room, zeros after."""
+    if _bias_as_column(weight, bias, width):
+        weight = torch.cat([_ContiguousGrad.apply(weight), _ContiguousGrad.apply(bias)[:, None]],
+                           1)
+    return _pad_last(weight, width)
+
+
+def _input_with_one(y: torch.Tensor, width: int, one: bool) -> torch.Tensor:
+    """(..., d) -> (..., width): a column of ones first where ``one``, zeros after."""
+    if one:
+        y = torch.cat([y, y.new_ones(*y.shape[:-1], 1)], -1)
+    return _pad_last(y, width)
+
+
 def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = None):
-    """``vit.Block.forward`` on padded operands: x + MHSA(LN1(x)), then x1 + MLP(LN2(x1))."""
+    """``vit.Block.forward`` on padded operands: x + MHSA(LN1(x)), then x1 + MLP(LN2(x1)).
+
+    Where the input side is padded (qkv and fc1: D 196 -> 200), the bias is the weight's first
+    pad column and the input's first pad column is 1: the product adds the bias, and the bias
+    gradient comes out of the weight-gradient product as that column, where autograd had summed
+    the output gradient's rows in a kernel of its own (2 per block)."""
     attn, mlp = block.attn, block.mlp
     b, n, d = x.shape
     h = attn.heads
@@ -63,12 +104,12 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     dp, dhp = aligned(d), aligned(dh)
 
     # Attention: q, k, v of each head padded to dhp columns, the tokens' width to dp.
-    w_qkv = _pad_last(attn.qkv.weight.unflatten(0, (3, h, dh)), dp)  # (3, h, dh, dp)
+    qkv_bias = attn.qkv.bias
+    one = _bias_as_column(attn.qkv.weight, qkv_bias, dp)
+    w_qkv = _weight_with_bias(attn.qkv.weight, qkv_bias, dp).unflatten(0, (3, h, dh))
     w_qkv = F.pad(w_qkv, (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
-    b_qkv = attn.qkv.bias
-    if b_qkv is not None:
-        b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).reshape(-1)
-    y = _pad_last(block.norm1(x), dp)
+    b_qkv = None if one or qkv_bias is None else _pad_last(qkv_bias.view(3, h, dh), dhp).flatten()
+    y = _input_with_one(block.norm1(x), dp, one)
     # attn.scale is dh ** -0.5: the real width
     heads_out = attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
     w_proj = F.pad(_pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))  # (dp, h * dhp)
@@ -77,9 +118,11 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     # MLP: D and the hidden width (IMAGE: 4 D = 784, aligned already) padded; GELU(0) = 0.
     hid = mlp.fc1.out_features
     hp = aligned(hid)
-    w_fc1 = F.pad(_pad_last(mlp.fc1.weight, dp), (0, 0, 0, hp - hid))  # (hp, dp)
-    z = _pad_last(block.norm2(x1), dp)
-    hidden = mlp.act(F.linear(z, w_fc1, _pad_last(mlp.fc1.bias, hp)))
+    one = _bias_as_column(mlp.fc1.weight, mlp.fc1.bias, dp)
+    w_fc1 = F.pad(_weight_with_bias(mlp.fc1.weight, mlp.fc1.bias, dp), (0, 0, 0, hp - hid))
+    b_fc1 = None if one or mlp.fc1.bias is None else _pad_last(mlp.fc1.bias, hp)
+    z = _input_with_one(block.norm2(x1), dp, one)
+    hidden = mlp.act(F.linear(z, w_fc1, b_fc1))
     w_fc2 = F.pad(_pad_last(mlp.fc2.weight, hp), (0, 0, 0, dp - d))  # (dp, hp)
     return x1 + F.linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
 
