@@ -9,9 +9,11 @@ Here the same block runs with its operands padded: D to ``aligned(D)`` (196 -> 2
 to ``aligned(D / heads)`` (49 -> 56). The padded weight rows and columns are zeros, made from the
 real parameters on every call (``F.pad``, which the compiled block fuses with the bf16 cast
 autocast does anyway), so every padded product equals the unpadded one: the extra terms are exact
-zeros. Parameters, state_dict, gradients and the counted cost (fvcore counts the plain block,
-which the CPU and eager paths keep) do not change. The activation pads fuse into the LayerNorm
-kernels and the output slices into the residual adds, so only the compiled block gains:
+zeros (where the input side has a pad, the first pad column carries the bias instead: see
+``aligned_block_forward``). Parameters, state_dict, gradients and the counted cost (fvcore
+counts the plain block, which the CPU and eager paths keep) do not change. The activation pads
+fuse into the LayerNorm kernels and the output slices into the residual adds, so only the
+compiled block gains:
 ``engine.optimize.compile_regions(..., align=True)`` turns it on for the blocks that need it, in
 training (IMAGE-2 on the H100: 2,522 -> 2,928 samples/s, GEMMs 40.7 -> 28.8 ms per step;
 docs/speed.md). Not in inference, which is not graphed at large batches: the pads are more
