@@ -56,11 +56,6 @@ def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     return F.linear(x, padded, bias)[..., :out]
 
 
-def _bias_as_column(weight: torch.Tensor, bias: torch.Tensor | None, width: int) -> bool:
-    """Whether the bias rides in the weight's first pad column (see aligned_block_forward)."""
-    return bias is not None and weight.shape[1] < width
-
-
 class _ContiguousGrad(torch.autograd.Function):
     """The identity, whose backward makes the gradient contiguous. The gradients of a weight and
     its bias joined by ``torch.cat`` are views of one tensor; a compiled region returns them as
@@ -77,12 +72,14 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
-def _weight_with_bias(weight: torch.Tensor, bias: torch.Tensor | None, width: int):
-    """(O, d) -> (O, width): the bias as column d where there is room, zeros after."""
-    if _bias_as_column(weight, bias, width):
-        weight = torch.cat([_ContiguousGrad.apply(weight), _ContiguousGrad.apply(bias)[:, None]],
-                           1)
-    return _pad_last(weight, width)
+def _fold_bias(weight: torch.Tensor, bias: torch.Tensor | None, width: int):
+    """(O, d) -> (O, width) with the bias as column d where there is room, zeros after. Returns
+    that weight, the bias still to add (None where folded in) and whether it was folded (the
+    input then needs its column of ones)."""
+    if bias is None or weight.shape[1] >= width:
+        return _pad_last(weight, width), bias, False
+    joined = torch.cat([_ContiguousGrad.apply(weight), _ContiguousGrad.apply(bias)[:, None]], 1)
+    return _pad_last(joined, width), None, True
 
 
 def _input_with_one(y: torch.Tensor, width: int, one: bool) -> torch.Tensor:
@@ -106,11 +103,10 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     dp, dhp = aligned(d), aligned(dh)
 
     # Attention: q, k, v of each head padded to dhp columns, the tokens' width to dp.
-    qkv_bias = attn.qkv.bias
-    one = _bias_as_column(attn.qkv.weight, qkv_bias, dp)
-    w_qkv = _weight_with_bias(attn.qkv.weight, qkv_bias, dp).unflatten(0, (3, h, dh))
-    w_qkv = F.pad(w_qkv, (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
-    b_qkv = None if one or qkv_bias is None else _pad_last(qkv_bias.view(3, h, dh), dhp).flatten()
+    w_qkv, b_qkv, one = _fold_bias(attn.qkv.weight, attn.qkv.bias, dp)
+    w_qkv = F.pad(w_qkv.unflatten(0, (3, h, dh)), (0, 0, 0, dhp - dh)).reshape(3 * h * dhp, dp)
+    if b_qkv is not None:
+        b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).flatten()
     y = _input_with_one(block.norm1(x), dp, one)
     # attn.scale is dh ** -0.5: the real width
     heads_out = attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
@@ -120,9 +116,10 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     # MLP: D and the hidden width (IMAGE: 4 D = 784, aligned already) padded; GELU(0) = 0.
     hid = mlp.fc1.out_features
     hp = aligned(hid)
-    one = _bias_as_column(mlp.fc1.weight, mlp.fc1.bias, dp)
-    w_fc1 = F.pad(_weight_with_bias(mlp.fc1.weight, mlp.fc1.bias, dp), (0, 0, 0, hp - hid))
-    b_fc1 = None if one or mlp.fc1.bias is None else _pad_last(mlp.fc1.bias, hp)
+    w_fc1, b_fc1, one = _fold_bias(mlp.fc1.weight, mlp.fc1.bias, dp)
+    w_fc1 = F.pad(w_fc1, (0, 0, 0, hp - hid))  # (hp, dp)
+    if b_fc1 is not None:
+        b_fc1 = _pad_last(b_fc1, hp)
     z = _input_with_one(block.norm2(x1), dp, one)
     hidden = mlp.act(F.linear(z, w_fc1, b_fc1))
     w_fc2 = F.pad(_pad_last(mlp.fc2.weight, hp), (0, 0, 0, dp - d))  # (dp, hp)
