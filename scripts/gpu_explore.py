@@ -42,7 +42,10 @@ batch 1 the call is a CUDA graph):
 - ``torchadamw``: clipping + AdamW as ``clip_grad_norm_`` + PyTorch's fused AdamW (multi-tensor
   launches) instead of the three Triton launches of ``engine.fused_update``;
 - ``nobiascol``: the aligned blocks' qkv and fc1 biases through ``F.linear`` (their gradients
-  summed by kernels of their own) instead of riding in the weights' first pad column.
+  summed by kernels of their own) instead of riding in the weights' first pad column;
+- ``nosplitk``: the aligned blocks' weight gradients as cuBLAS's plain product (bf16 out) instead
+  of the sliced one (``aligned_block.weight_grad``: a batched product of fp32 partials, summed);
+  ``rows512``, ``rows2048``: slices of that many rows instead of ``aligned_block.SPLIT_ROWS``.
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -131,10 +134,17 @@ def separate_bias_block_forward(block, x, mask=None):
 
 
 ALIGNED_FORWARD = vit.aligned_block_forward
+SLICED_LINEAR = aligned_block._linear
+SPLIT_ROWS = aligned_block.SPLIT_ROWS
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
 CTC_KERNELS = losses._ctc_kernels
 FUSED_SUPPORTS = fused_update.FusedClipAdamW.supports
+
+
+def plain_linear(x, weight, bias):
+    """The aligned blocks' products as before 'nosplitk': F.linear, autograd's weight gradient."""
+    return F.linear(x, weight, bias)
 
 
 def decoder_with_map_grad(self, feature, skip=None, map_grad=True):
@@ -170,6 +180,9 @@ def use_variant(name: str) -> None:
     vit.PatchEmbed.forward = nchw_order_patch_forward if old_layout else PATCH_FORWARD
     vit.aligned_block_forward = (separate_bias_block_forward if "nobiascol" in name.split("-")
                                  else ALIGNED_FORWARD)
+    aligned_block._linear = plain_linear if "nosplitk" in name.split("-") else SLICED_LINEAR
+    rows = [int(t[4:]) for t in name.split("-") if t.startswith("rows") and t[4:].isdigit()]
+    aligned_block.SPLIT_ROWS = rows[0] if rows else SPLIT_ROWS
     losses._ctc_kernels = (lambda emit: None) if "torchctc" in name.split("-") else CTC_KERNELS
     fused_update.FusedClipAdamW.supports = staticmethod(
         (lambda optimizer: False) if "torchadamw" in name.split("-") else FUSED_SUPPORTS)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from image_bench.engine.optimize import align_blocks
-from image_bench.models.aligned_block import aligned, needs_alignment
+from image_bench.models import aligned_block
+from image_bench.models.aligned_block import aligned, needs_alignment, split_count, weight_grad
 from image_bench.models.image import IMAGE
 from image_bench.models.vit import Block, PatchEmbed
 
@@ -114,3 +115,36 @@ def test_training_compiles_sr_parts_and_combo_kernels_only_for_long_runs(monkeyp
                                                            (True, True), (True, False)]
     with pytest.raises(ValueError, match="mode or options"):
         real(Block(16, 2), mode="max-autotune", combo=True)
+
+
+def test_split_count_halves_the_rows_down_to_the_slice_size():
+    rows = (8192, 16384, 8000, 2048, 1000, 1024 * 64)
+    assert [split_count(r) for r in rows] == [8, 16, 4, 2, 1, 16]
+
+
+def test_sliced_weight_gradient_equals_the_plain_product(monkeypatch):
+    torch.manual_seed(0)
+    dy, x = torch.randn(48, 5, dtype=torch.float64), torch.randn(48, 7, dtype=torch.float64)
+    monkeypatch.setattr(aligned_block, "SPLIT_ROWS", 4)  # 48 rows -> 8 slices of 6
+    assert split_count(48) == 8
+    torch.testing.assert_close(weight_grad(dy, x), dy.t() @ x, rtol=1e-12, atol=1e-12)
+    grad16 = weight_grad(dy.bfloat16(), x.bfloat16())  # 16-bit operands: an fp32 result
+    assert grad16.dtype == torch.float32
+    torch.testing.assert_close(grad16.double(), dy.bfloat16().double().t() @ x.bfloat16().double(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_aligned_block_with_sliced_weight_gradients(monkeypatch):
+    """The block's own products through the sliced path (2 slices of 7 rows here)."""
+    monkeypatch.setattr(aligned_block, "SPLIT_ROWS", 2)
+    torch.manual_seed(1)
+    block = Block(196, 4).double()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.randn(2, 7, 196, dtype=torch.float64)
+    ref_out, ref_dx, ref_grads = forward_and_grads(block, x, None, aligned_path=False)
+    out, dx, grads = forward_and_grads(block, x, None, aligned_path=True)
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dx, ref_dx, rtol=1e-12, atol=1e-12)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-12, atol=1e-12)

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from image_bench.models.attention import attend
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
+# Rows (tokens x batch) per slice of a weight-gradient product; see weight_grad.
+SPLIT_ROWS = 1024
 
 
 def aligned(n: int) -> int:
@@ -54,6 +56,80 @@ def aligned_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     padded = F.pad(weight, (0, 0, 0, aligned(out) - out))
     bias = None if bias is None else _pad_last(bias, aligned(out))
     return F.linear(x, padded, bias)[..., :out]
+
+
+def split_count(rows: int) -> int:
+    """Slices of the rows for :func:`weight_grad`: halved down to SPLIT_ROWS rows each, at most 16,
+    only while they divide evenly (8 for IMAGE-2's 8,192 rows, 16 for 16,384)."""
+    s = 1
+    while s < 16 and rows % (2 * s) == 0 and rows // (2 * s) >= SPLIT_ROWS:
+        s *= 2
+    return s
+
+
+def weight_grad(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """dW = dY^T X for dY (rows, O) and X (rows, I), summed over the rows in slices: one batched
+    product of (O, I) partials, then their sum. The blocks' weights are small (O, I <= 784) and the
+    rows many (8,192-16,384), so cuBLAS's plain product has few output tiles for 132 SMs (an fc1
+    weight gradient at 32 tokens: 77 tiles, 18 us on the H100, the sliced product 11 us). From
+    16-bit operands the partials and their sum are fp32 (cuBLAS's ``out_dtype``), where the plain
+    product rounded dW to bf16 (relative error 1.7e-3 against float64; sliced: 1e-6)."""
+    rows, o = dy.shape
+    s = split_count(rows)
+    sixteen = dy.dtype in (torch.bfloat16, torch.float16)
+    if sixteen and not dy.is_cuda:  # cuBLAS's out_dtype only; the CPU accumulates in fp32 anyway
+        return dy.t().float() @ x.float()
+    if s == 1:
+        return torch.mm(dy.t(), x, out_dtype=torch.float32) if sixteen else dy.t() @ x
+    dy_s, x_s = dy.view(s, rows // s, o).transpose(1, 2), x.view(s, rows // s, x.shape[1])
+    partial = torch.bmm(dy_s, x_s, out_dtype=torch.float32) if sixteen else torch.bmm(dy_s, x_s)
+    return sum_partials(partial)
+
+
+@torch.library.custom_op("image_bench::sum_partials", mutates_args=())
+def sum_partials(partial: torch.Tensor) -> torch.Tensor:
+    """``partial.sum(0)``, opaque to Inductor: left to it, Inductor fused this sum into the
+    blocks' LayerNorm-backward reductions, which then ran slower than the plain product had
+    (H100, one IMAGE block at 32 tokens: 274 -> 295 us forward + backward; opaque: 270 us)."""
+    return partial.sum(0)
+
+
+@sum_partials.register_fake
+def _(partial):
+    return partial.new_empty(partial.shape[1:])
+
+
+class _SlicedLinear(torch.autograd.Function):
+    """``F.linear(x, weight, bias)`` in x's dtype (the autocast dtype: bf16 in training) from a
+    weight kept in its own (fp32), whose weight gradient is :func:`weight_grad`'s sliced product
+    in that dtype; dx and the bias gradient as autograd computes them."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        w = weight.to(x.dtype)
+        ctx.save_for_backward(x, w)
+        ctx.weight_dtype = weight.dtype
+        ctx.has_bias = bias is not None
+        return F.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, w = ctx.saved_tensors
+        dy2 = dy.reshape(-1, dy.shape[-1])
+        dx = (dy2 @ w).view(x.shape) if ctx.needs_input_grad[0] else None
+        dw = weight_grad(dy2, x.reshape(-1, x.shape[-1])).to(ctx.weight_dtype)
+        db = dy2.sum(0, dtype=ctx.weight_dtype) if ctx.has_bias else None
+        return dx, dw, db
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The blocks' products: x in the compute dtype, the weight gradient sliced (_SlicedLinear)."""
+    return _SlicedLinear.apply(x.to(_compute_dtype(x)), weight, bias)
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -109,9 +185,9 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
         b_qkv = _pad_last(b_qkv.view(3, h, dh), dhp).flatten()
     y = _input_with_one(block.norm1(x), dp, one)
     # attn.scale is dh ** -0.5: the real width
-    heads_out = attend(F.linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
+    heads_out = attend(_linear(y, w_qkv, b_qkv), h, attn.scale, mask)  # (b, n, h * dhp)
     w_proj = F.pad(_pad_heads(attn.proj.weight, h, dh, dhp), (0, 0, 0, dp - d))  # (dp, h * dhp)
-    x1 = x + F.linear(heads_out, w_proj, _pad_last(attn.proj.bias, dp))[..., :d]
+    x1 = x + _linear(heads_out, w_proj, _pad_last(attn.proj.bias, dp))[..., :d]
 
     # MLP: D and the hidden width (IMAGE: 4 D = 784, aligned already) padded; GELU(0) = 0.
     hid = mlp.fc1.out_features
@@ -121,9 +197,9 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     if b_fc1 is not None:
         b_fc1 = _pad_last(b_fc1, hp)
     z = _input_with_one(block.norm2(x1), dp, one)
-    hidden = mlp.act(F.linear(z, w_fc1, b_fc1))
+    hidden = mlp.act(_linear(z, w_fc1, b_fc1))
     w_fc2 = F.pad(_pad_last(mlp.fc2.weight, hp), (0, 0, 0, dp - d))  # (dp, hp)
-    return x1 + F.linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
+    return x1 + _linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
 
 
 __all__ = ["aligned", "aligned_block_forward", "aligned_linear", "needs_alignment"]
