@@ -45,7 +45,9 @@ batch 1 the call is a CUDA graph):
   summed by kernels of their own) instead of riding in the weights' first pad column;
 - ``nosplitk``: the aligned blocks' weight gradients as cuBLAS's plain product (bf16 out) instead
   of the sliced one (``aligned_block.weight_grad``: a batched product of fp32 partials, summed);
-  ``rows512``, ``rows2048``: slices of that many rows instead of ``aligned_block.SPLIT_ROWS``.
+  ``rows512``, ``rows2048``: slices of that many rows instead of ``aligned_block.SPLIT_ROWS``;
+- ``gathertail``: the split SR tails' backward building grad_z (``gather_shifted``) for two batched
+  products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -73,6 +75,7 @@ from pathlib import Path
 import torch
 import torch._inductor.config
 import torch.nn.functional as F
+from gpu_tail_conv import gather_split_conv  # scripts/ is on the path of a script it runs
 from torch import nn
 
 import image_bench.engine.bench as bench
@@ -80,7 +83,7 @@ from image_bench import losses
 from image_bench.engine import fused_update
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import aligned_block, attention, image_parts, pixel_shuffle, vit
+from image_bench.models import aligned_block, attention, image_parts, pixel_shuffle, tail_conv, vit
 from image_bench.models.tail_conv import TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
@@ -135,6 +138,7 @@ def separate_bias_block_forward(block, x, mask=None):
 
 ALIGNED_FORWARD = vit.aligned_block_forward
 SLICED_LINEAR = aligned_block._linear
+SPLIT_CONV = tail_conv._SPLIT_CONV
 SPLIT_ROWS = aligned_block.SPLIT_ROWS
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
@@ -194,6 +198,7 @@ def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name
+    tail_conv._SPLIT_CONV = gather_split_conv() if "gathertail" in name.split("-") else SPLIT_CONV
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
     if torch.cuda.is_available():
         from image_bench.kernels import block_kernels

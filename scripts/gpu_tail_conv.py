@@ -7,7 +7,11 @@
    and bf16 autocast; the SR tails' shapes and odd ones (batch 1, maps smaller than the kernel,
    sizes that are not multiples of the Triton block); NCHW and channels_last input.
 2. Speed: forward + backward under bf16 autocast at the training shapes (batch 256, 64 -> 3 and
-   64 -> 4 at 32 x 128), cuDNN (``TailConv2d.split = False``) vs split; the batch-1 forward.
+   64 -> 4 at 32 x 128), cuDNN (``TailConv2d.split = False``) vs split vs the split whose
+   backward builds grad_z (``gather_shifted``) for two batched products, as before the on-chip
+   gathers; the batch-1 forward.
+3. ``--sweep``: the backward kernels alone (``input_grad``, ``weight_grad``) over their block
+   settings at batch 256, 64 -> 3, 32 x 128, bf16.
 Results go to stdout and DIR/tail_conv.json.
 """
 
@@ -22,7 +26,8 @@ import torch.nn.functional as F
 
 from image_bench.engine.bench import time_call
 from image_bench.engine.env import environment
-from image_bench.models.tail_conv import TailConv2d
+from image_bench.models import tail_conv
+from image_bench.models.tail_conv import TailConv2d, split_conv2d
 
 CASES = [  # (batch, in, out, height, width, kernel)
     (256, 64, 3, 32, 128, 9), (256, 64, 4, 32, 128, 9), (1, 64, 3, 32, 128, 9),
@@ -56,14 +61,35 @@ def check(case, amp: bool, channels_last: bool = False) -> dict:
             **{f"rel_{n_}": _rel(g, r) for n_, g, r in zip(names, got, want)}}
 
 
+def gather_split_conv():
+    """The split convolution whose backward builds grad_z (``gather_shifted``), for the speed
+    comparison: ``split_conv2d`` with the Triton shifted sum in an autograd Function."""
+    from image_bench.kernels import shifted_planes as kernels
+
+    class SumShifted(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, z, bias, k, h, w):
+            ctx.k = k
+            return kernels.sum_shifted(z, bias, k, h, w)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32)
+            return kernels.gather_shifted(grad_out, ctx.k), grad_bias, None, None, None
+
+    return lambda x, weight, bias: split_conv2d(x, weight, bias, SumShifted.apply)
+
+
 def speed(case, backward: bool) -> dict:
     n, c, o, h, w, k = case
     conv = TailConv2d(c, o, k).cuda()
     conv.split_min_batch = 1
     x = torch.randn(n, c, h, w, device="cuda", requires_grad=backward)
     row = {"case": case, "pass": "fwd+bwd" if backward else "fwd"}
-    for split in (False, True):
-        TailConv2d.split = split
+    on_chip = tail_conv._SPLIT_CONV
+    for split in (False, "gather", True):
+        TailConv2d.split = bool(split)
+        tail_conv._SPLIT_CONV = gather_split_conv() if split == "gather" else on_chip
 
         def call():
             with torch.autocast("cuda", dtype=torch.bfloat16), torch.set_grad_enabled(backward):
@@ -72,16 +98,51 @@ def speed(case, backward: bool) -> dict:
                 out.float().sum().backward()
 
         times = sorted(time_call(call, torch.device("cuda"), 30, 5))
-        row["split_ms" if split else "cudnn_ms"] = times[len(times) // 2]
+        key = {False: "cudnn_ms", "gather": "gather_ms", True: "split_ms"}[split]
+        row[key] = times[len(times) // 2]
     TailConv2d.split = True
+    tail_conv._SPLIT_CONV = on_chip
     row["speedup"] = row["cudnn_ms"] / row["split_ms"]
     return row
+
+
+def sweep() -> list[dict]:
+    """The backward kernels alone over their block settings (CUDA-graph replays, median ms)."""
+    from image_bench.kernels import shifted_planes as kernels
+
+    n, c, o, h, w, k = CASES[0]
+    g = torch.randn(n, o, h, w, device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(n, c, h, w, device="cuda", dtype=torch.bfloat16).contiguous(
+        memory_format=torch.channels_last)
+    taps = torch.randn(o * k * k, c, device="cuda", dtype=torch.bfloat16)
+    rows = []
+    for block_m, block_t, warps in ((128, 32, 4), (128, 64, 4), (128, 32, 8), (128, 64, 8),
+                                    (64, 32, 2), (128, 16, 4)):
+        kernels.INPUT_GRAD_BLOCK_M, kernels.INPUT_GRAD_BLOCK_T = block_m, block_t
+        kernels.INPUT_GRAD_WARPS = warps
+        t = sorted(time_call(lambda: kernels.input_grad(g, taps, x), torch.device("cuda"), 30, 5))
+        rows.append({"kernel": "input_grad", "block_m": block_m, "block_t": block_t,
+                     "warps": warps, "ms": t[len(t) // 2]})
+    for images, block_p, warps in ((1, 64, 8), (1, 64, 4), (1, 32, 4), (2, 64, 8), (1, 16, 4)):
+        kernels.WEIGHT_GRAD_IMAGES, kernels.WEIGHT_GRAD_BLOCK_P = images, block_p
+        kernels.WEIGHT_GRAD_WARPS = warps
+        t = sorted(time_call(lambda: kernels.weight_grad(g, x, k), torch.device("cuda"), 30, 5))
+        rows.append({"kernel": "weight_grad", "images": images, "block_p": block_p,
+                     "warps": warps, "ms": t[len(t) // 2]})
+    for r in rows:
+        print("sweep", r, flush=True)
+    return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/tail_conv")
+    ap.add_argument("--sweep", action="store_true", help="also time the backward kernels' settings")
+    ap.add_argument("--only-sweep", action="store_true", help="only that")
     args = ap.parse_args()
+    if args.only_sweep:
+        sweep()
+        return
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
@@ -103,8 +164,11 @@ def main() -> None:
     for case, backward in ((CASES[0], True), (CASES[1], True), (CASES[2], False)):
         r = speed(case, backward)
         report["speed"].append(r)
-        print(f"speed {case} {r['pass']}: cuDNN {r['cudnn_ms']:.3f} ms, split "
-              f"{r['split_ms']:.3f} ms ({r['speedup']:.2f}x)", flush=True)
+        print(f"speed {case} {r['pass']}: cuDNN {r['cudnn_ms']:.3f} ms, split with grad_z "
+              f"built {r['gather_ms']:.3f} ms, split {r['split_ms']:.3f} ms ({r['speedup']:.2f}x "
+              "cuDNN)", flush=True)
+    if args.sweep:
+        report["sweep"] = sweep()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "tail_conv.json").write_text(json.dumps(report, indent=1, default=str))

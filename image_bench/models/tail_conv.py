@@ -49,29 +49,52 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return sum_shifted(z, bias, k, h, w)
 
 
-def _triton_sum_shifted() -> Callable | None:
-    """The Triton shifted sum as an autograd Function, or None without CUDA or triton."""
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    device = t.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
+
+
+def _triton_split_conv() -> Callable | None:
+    """:func:`split_conv2d` with the Triton shifted sum as an autograd Function, or None without
+    CUDA or triton. Its backward gathers grad_z on chip (``kernels.shifted_planes.input_grad``
+    and ``weight_grad``) instead of building it (``gather_shifted``) for two batched products:
+    H100, bf16, batch 256, 64 -> 3 at 32 x 128: see ``docs/speed.md``."""
     kernels = cuda_triton_module("shifted_planes")
     if kernels is None:
         return None
 
-    class SumShifted(torch.autograd.Function):
+    class SplitConv(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, z, bias, k, h, w):
-            ctx.k, ctx.bias_dtype = k, None if bias is None else bias.dtype
+        def forward(ctx, x, weight, bias):
+            dtype = _compute_dtype(x)  # the autocast dtype in training, as conv2d would compute
+            o, c, k, _ = weight.shape
+            taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c).to(dtype)
+            xc = x.to(dtype)
+            ctx.save_for_backward(xc, taps)
+            ctx.k, ctx.x_dtype, ctx.weight_dtype = k, x.dtype, weight.dtype
+            ctx.bias_dtype = None if bias is None else bias.dtype
+            b, _, h, w = x.shape
+            z = torch.bmm(taps.expand(b, -1, -1), xc.reshape(b, c, h * w))  # see split_conv2d
             return kernels.sum_shifted(z, bias, k, h, w)
 
         @staticmethod
         def backward(ctx, grad_out):
-            grad_bias = None
+            xc, taps = ctx.saved_tensors
+            g = grad_out.to(taps.dtype)
+            dx = None
+            if ctx.needs_input_grad[0]:
+                dx = kernels.input_grad(g, taps, xc).to(ctx.x_dtype)
+            o, c, k = g.shape[1], taps.shape[1], ctx.k
+            dw = kernels.weight_grad(g, xc, k).view(o, k, k, c).permute(0, 3, 1, 2)
+            db = None
             if ctx.bias_dtype is not None:
-                grad_bias = grad_out.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
-            return kernels.gather_shifted(grad_out, ctx.k), grad_bias, None, None, None
+                db = grad_out.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
+            return dx, dw.to(ctx.weight_dtype), db
 
-    return SumShifted.apply
+    return SplitConv.apply
 
 
-_SUM_SHIFTED = _triton_sum_shifted()  # at import: see kernels.cuda_triton_module
+_SPLIT_CONV = _triton_split_conv()  # at import: see kernels.cuda_triton_module
 
 
 class TailConv2d(nn.Conv2d):
@@ -79,8 +102,9 @@ class TailConv2d(nn.Conv2d):
     for batches of at least ``split_min_batch``.
 
     H100, bf16, 9x9 64 -> 3 at 32 x 128 (scripts/gpu_tail_conv.py): batch 256 forward + backward
-    cuDNN 5.38 ms, split 2.18 ms; batch-1 forward cuDNN 0.195 ms, split 0.266 ms. Batches in
-    between were not measured; 32 keeps the batch-1 latency path on cuDNN with a margin.
+    cuDNN 5.39 ms, split 1.83 ms (2.05 ms while the backward built grad_z; 64 -> 4: 5.41, 2.35
+    and 2.48 ms); batch-1 forward cuDNN 0.195 ms, split 0.266 ms. Batches in between were not
+    measured; 32 keeps the batch-1 latency path on cuDNN with a margin.
     ``TailConv2d.split = False`` turns the split path off (the benchmarks compare both)."""
 
     split = True
@@ -92,9 +116,9 @@ class TailConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.split and _SUM_SHIFTED is not None and x.is_cuda and x.dim() == 4
+        if (self.split and _SPLIT_CONV is not None and x.is_cuda and x.dim() == 4
                 and x.shape[0] >= self.split_min_batch):
-            return split_conv2d(x, self.weight, self.bias, _SUM_SHIFTED)
+            return _SPLIT_CONV(x, self.weight, self.bias)
         return super().forward(x)
 
 
