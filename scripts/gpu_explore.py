@@ -46,6 +46,8 @@ batch 1 the call is a CUDA graph):
 - ``nosplitk``: the aligned blocks' weight gradients as cuBLAS's plain product (bf16 out) instead
   of the sliced one (``aligned_block.weight_grad``: a batched product of fp32 partials, summed);
   ``rows512``, ``rows2048``: slices of that many rows instead of ``aligned_block.SPLIT_ROWS``;
+- ``atensum``: the sliced weight gradients' partials summed by ``torch.sum`` instead of the
+  Triton kernel (``kernels.partial_sum``);
 - ``gathertail``: the split SR tails' backward building grad_z (``gather_shifted``) for two batched
   products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
@@ -139,6 +141,7 @@ def separate_bias_block_forward(block, x, mask=None):
 ALIGNED_FORWARD = vit.aligned_block_forward
 SLICED_LINEAR = aligned_block._linear
 SPLIT_CONV = tail_conv._SPLIT_CONV
+PARTIAL_SUM = aligned_block._PARTIAL_SUM
 SPLIT_ROWS = aligned_block.SPLIT_ROWS
 PATCH_FORWARD = vit.PatchEmbed.forward
 DECODER_FORWARD = image_parts.ConvDecoder.forward
@@ -185,6 +188,7 @@ def use_variant(name: str) -> None:
     vit.aligned_block_forward = (separate_bias_block_forward if "nobiascol" in name.split("-")
                                  else ALIGNED_FORWARD)
     aligned_block._linear = plain_linear if "nosplitk" in name.split("-") else SLICED_LINEAR
+    aligned_block._PARTIAL_SUM = None if "atensum" in name.split("-") else PARTIAL_SUM
     rows = [int(t[4:]) for t in name.split("-") if t.startswith("rows") and t[4:].isdigit()]
     aligned_block.SPLIT_ROWS = rows[0] if rows else SPLIT_ROWS
     losses._ctc_kernels = (lambda emit: None) if "torchctc" in name.split("-") else CTC_KERNELS

@@ -6,7 +6,10 @@ that uses it: at that module's import where CUDA is present (:func:`cuda_triton_
 kernels that run inside compiled regions, lazily on the first CUDA call for the others:
 
 - ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
-- ``shifted_planes``: the shifted sum behind the split SR tails (``models.tail_conv``);
+- ``shifted_planes``: the shifted sum behind the split SR tails and their backward
+  (``models.tail_conv``);
+- ``partial_sum``: the sum of the aligned blocks' sliced weight-gradient partials
+  (``models.aligned_block``);
 - ``short_attention``: the transformer blocks' attention on CUDA (``models.attention``);
 - ``ctc``: the CTC loss's alpha and beta recursions (``losses.ctc_nll``, lazily);
 - ``block_kernels``: a transformer block in three launches for small-batch inference

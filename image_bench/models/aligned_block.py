@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from image_bench.kernels import cuda_triton_module
 from image_bench.models.attention import attend
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
@@ -86,11 +87,18 @@ def weight_grad(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return sum_partials(partial)
 
 
+_PARTIAL_SUM = cuda_triton_module("partial_sum")  # at import: it runs inside compiled regions
+
+
 @torch.library.custom_op("image_bench::sum_partials", mutates_args=())
 def sum_partials(partial: torch.Tensor) -> torch.Tensor:
     """``partial.sum(0)``, opaque to Inductor: left to it, Inductor fused this sum into the
     blocks' LayerNorm-backward reductions, which then ran slower than the plain product had
-    (H100, one IMAGE block at 32 tokens: 274 -> 295 us forward + backward; opaque: 270 us)."""
+    (H100, one IMAGE block at 32 tokens: 274 -> 295 us forward + backward; opaque: 270 us).
+    On CUDA a Triton kernel (``kernels.partial_sum``), elsewhere torch."""
+    if (_PARTIAL_SUM is not None and partial.is_cuda and partial.dtype == torch.float32
+            and partial.shape[0] <= 16):
+        return _PARTIAL_SUM.sum_partials(partial)
     return partial.sum(0)
 
 
