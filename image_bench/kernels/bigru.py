@@ -270,7 +270,8 @@ TorchSplitBiGRU = make_bigru_function(TORCH_RECURRENCE)
 
 
 def compute_dtype_for(x: torch.Tensor) -> torch.dtype:
-    """The dtype nn.GRU would compute in: the autocast dtype when autocast is on, else x's."""
+    """The dtype nn.GRU (or a linear layer, a convolution) would compute x in: the autocast dtype
+    when autocast is on for x's device, else x's own."""
     if torch.is_autocast_enabled(x.device.type):
         return torch.get_autocast_dtype(x.device.type)
     return x.dtype

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from image_bench.kernels import cuda_triton_module
+from image_bench.kernels.bigru import compute_dtype_for
 from image_bench.models.attention import attend
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
@@ -130,14 +131,9 @@ class _SlicedLinear(torch.autograd.Function):
         return dx, dw, db
 
 
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    device = t.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
-
-
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """The blocks' products: x in the compute dtype, the weight gradient sliced (_SlicedLinear)."""
-    return _SlicedLinear.apply(x.to(_compute_dtype(x)), weight, bias)
+    return _SlicedLinear.apply(x.to(compute_dtype_for(x)), weight, bias)
 
 
 class _ContiguousGrad(torch.autograd.Function):

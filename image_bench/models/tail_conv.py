@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from image_bench.kernels import cuda_triton_module
+from image_bench.kernels.bigru import compute_dtype_for
 
 
 def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,
@@ -49,11 +50,6 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return sum_shifted(z, bias, k, h, w)
 
 
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    device = t.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else t.dtype
-
-
 def _triton_split_conv() -> Callable | None:
     """:func:`split_conv2d` with the Triton shifted sum as an autograd Function, or None without
     CUDA or triton. Its backward gathers grad_z on chip (``kernels.shifted_planes.input_grad``
@@ -66,7 +62,7 @@ def _triton_split_conv() -> Callable | None:
     class SplitConv(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, weight, bias):
-            dtype = _compute_dtype(x)  # the autocast dtype in training, as conv2d would compute
+            dtype = compute_dtype_for(x)  # the autocast dtype in training, as conv2d would compute
             o, c, k, _ = weight.shape
             taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c).to(dtype)
             xc = x.to(dtype)
