@@ -98,9 +98,9 @@ class TailConv2d(nn.Conv2d):
     for batches of at least ``split_min_batch``.
 
     H100, bf16, 9x9 64 -> 3 at 32 x 128 (scripts/gpu_tail_conv.py): batch 256 forward + backward
-    cuDNN 5.39 ms, split 1.83 ms (2.05 ms while the backward built grad_z; 64 -> 4: 5.41, 2.35
-    and 2.48 ms); batch-1 forward cuDNN 0.195 ms, split 0.266 ms. Batches in between were not
-    measured; 32 keeps the batch-1 latency path on cuDNN with a margin.
+    cuDNN 5.39-5.61 ms, split 1.83-1.93 ms (2.05-2.29 ms while the backward built grad_z; 64 -> 4:
+    5.41-5.46, 2.29-2.43 and 2.45-2.70 ms; three calls); batch-1 forward cuDNN 0.195 ms, split
+    0.266 ms. Batches in between were not measured; 32 keeps the batch-1 latency path on cuDNN.
     ``TailConv2d.split = False`` turns the split path off (the benchmarks compare both)."""
 
     split = True
