@@ -35,19 +35,29 @@ def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h:
     return out if bias is None else out + bias.view(1, -1, 1, 1).to(out.dtype)
 
 
+def tap_rows(weight: torch.Tensor) -> torch.Tensor:
+    """(O, C, k, k) -> (O*k*k, C): row (o, i, j) = w[o, :, i, j]."""
+    o, c, k, _ = weight.shape
+    return weight.permute(0, 2, 3, 1).reshape(o * k * k, c)
+
+
+def planes(taps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """z = W' x: (O*k*k, C) taps and x (B, C, H, W) -> (B, O*k*k, H*W), one batched product.
+
+    bmm on the broadcast taps: torch.matmul would fold the batch into one product through
+    transposed copies of x and z (16 ms of copies per IMAGE-2 training step on the H100)."""
+    # (A hand-written backward returning dx in x's channels_last layout was measured with the
+    # planes built: 3,916-3,921 against 3,924 samples/s, within the spread; not kept.)
+    b, c, h, w = x.shape
+    return torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))
+
+
 def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  sum_shifted: Callable = sum_shifted_reference) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=k // 2)`` as z = W' x (one product), then the
     shifted sum of z's k*k planes per output channel."""
-    b, c, h, w = x.shape
-    o, _, k, _ = weight.shape
-    taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c)  # row (o, i, j) = w[o, :, i, j]
-    # bmm on the broadcast taps: torch.matmul would fold the batch into one product through
-    # transposed copies of x and z (16 ms of copies per IMAGE-2 training step on the H100).
-    # (A hand-written backward returning dx in x's channels_last layout was measured: 3,916-3,921
-    # against 3,924 samples/s, within the spread; not kept.)
-    z = torch.bmm(taps.expand(b, -1, -1), x.reshape(b, c, h * w))  # (B, O*k*k, H*W)
-    return sum_shifted(z, bias, k, h, w)
+    k = weight.shape[2]
+    return sum_shifted(planes(tap_rows(weight), x), bias, k, x.shape[2], x.shape[3])
 
 
 def _triton_split_conv() -> Callable | None:
@@ -63,15 +73,11 @@ def _triton_split_conv() -> Callable | None:
         @staticmethod
         def forward(ctx, x, weight, bias):
             dtype = compute_dtype_for(x)  # the autocast dtype in training, as conv2d would compute
-            o, c, k, _ = weight.shape
-            taps = weight.permute(0, 2, 3, 1).reshape(o * k * k, c).to(dtype)
-            xc = x.to(dtype)
+            taps, xc, k = tap_rows(weight).to(dtype), x.to(dtype), weight.shape[2]
             ctx.save_for_backward(xc, taps)
             ctx.k, ctx.x_dtype, ctx.weight_dtype = k, x.dtype, weight.dtype
             ctx.bias_dtype = None if bias is None else bias.dtype
-            b, _, h, w = x.shape
-            z = torch.bmm(taps.expand(b, -1, -1), xc.reshape(b, c, h * w))  # see split_conv2d
-            return kernels.sum_shifted(z, bias, k, h, w)
+            return kernels.sum_shifted(planes(taps, xc), bias, k, x.shape[2], x.shape[3])
 
         @staticmethod
         def backward(ctx, grad_out):
@@ -79,7 +85,7 @@ def _triton_split_conv() -> Callable | None:
             g = grad_out.to(taps.dtype)
             dx = None
             if ctx.needs_input_grad[0]:
-                dx = kernels.input_grad(g, taps, xc).to(ctx.x_dtype)
+                dx = kernels.input_grad(g, taps, xc, ctx.k).to(ctx.x_dtype)
             o, c, k = g.shape[1], taps.shape[1], ctx.k
             dw = kernels.weight_grad(g, xc, k).view(o, k, k, c).permute(0, 3, 1, 2)
             db = None
