@@ -49,7 +49,8 @@ batch 1 the call is a CUDA graph):
 - ``atensum``: the sliced weight gradients' partials summed by ``torch.sum`` instead of the
   Triton kernel (``kernels.partial_sum``);
 - ``gathertail``: the split SR tails' backward building grad_z (``gather_shifted``) for two batched
-  products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``).
+  products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``);
+- ``eagerloss``: TSRN's image loss eager instead of compiled (``losses.compile_image_loss``).
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 
@@ -234,9 +235,11 @@ def use_variant(name: str) -> None:
 
     def regions(model, sr_parts=False, align=False, combo=False):
         tokens = name.split("-")  # as the bench calls it, less what the variant turns off
-        return compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in tokens,
-                               align=align and "unaligned" not in tokens,
-                               combo=combo and mode is None and "nocombo" not in tokens)
+        names = compile_regions(model, mode=mode, sr_parts=sr_parts and "nosr" not in tokens,
+                                align=align and "unaligned" not in tokens,
+                                combo=combo and mode is None and "nocombo" not in tokens)
+        losses.compile_image_loss(sr_parts and "eagerloss" not in tokens)
+        return names
 
     bench.compile_regions = whole if "whole" in name else regions
     torch._dynamo.reset()

@@ -2,8 +2,9 @@
 
 The Triton shifted sum runs on the GPU (scripts/gpu_tail_conv.py, through the device tool). Here:
 the decomposition it implements (one product to O*k*k planes, then a shifted sum) against
-``F.conv2d`` in float64, forward and every gradient, and that ``TailConv2d`` is ``nn.Conv2d`` on
-the CPU with the same state_dict.
+``F.conv2d`` in float64, forward and every gradient; the autograd Function the GPU runs, on the
+torch forms of its kernels (``ReferenceKernels``), same check; and that ``TailConv2d`` is
+``nn.Conv2d`` on the CPU with the same state_dict.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.tail_conv import TailConv2d, split_conv2d
+from image_bench.models.tail_conv import (
+    ReferenceKernels,
+    TailConv2d,
+    split_conv2d,
+    split_conv_function,
+)
 
 
 @pytest.mark.parametrize("shape,out_channels,k", [
@@ -35,6 +41,43 @@ def test_split_convolution_equals_conv2d_with_every_gradient(shape, out_channels
     for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
                     torch.autograd.grad(expected, (x, weight, bias), grad_out)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,out_channels,k,layout", [
+    ((2, 64, 8, 16), 3, 9, torch.channels_last),      # the SR tail, on a small map, as trained
+    ((2, 64, 8, 16), 4, 9, torch.contiguous_format),
+    ((1, 5, 3, 7), 4, 9, torch.contiguous_format),    # a kernel wider than the map
+    ((3, 6, 5, 5), 2, 3, torch.channels_last),
+    ((1, 1, 1, 1), 1, 1, torch.contiguous_format),
+])
+def test_split_function_equals_conv2d_with_every_gradient(shape, out_channels, k, layout):
+    """The autograd Function that runs on the Triton kernels on CUDA, here on their torch forms:
+    the tap order and the transposes of its backward, in float64."""
+    function = split_conv_function(ReferenceKernels)
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    weight = torch.randn(out_channels, shape[1], k, k, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
+
+    expected = F.conv2d(x, weight, bias, padding=k // 2)
+    got = function(x, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
+                    torch.autograd.grad(expected, (x, weight, bias), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_split_function_without_input_gradient_or_bias():
+    function = split_conv_function(ReferenceKernels)
+    torch.manual_seed(1)
+    x = torch.randn(2, 8, 6, 10, dtype=torch.float64)
+    weight = torch.randn(3, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(2, 3, 6, 10, dtype=torch.float64)
+    (got,) = torch.autograd.grad(function(x, weight, None), weight, grad_out)
+    (expected,) = torch.autograd.grad(F.conv2d(x, weight, padding=2), weight, grad_out)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_tail_conv_is_conv2d_on_the_cpu_with_the_same_state_dict():

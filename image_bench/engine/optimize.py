@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image_bench.losses import compile_image_loss
+
 # Compiling the SR parts too (below) trains faster, measured on the H100 at batch 256
 # (scripts/gpu_explore.py, ``nosr`` against ``base``): IMAGE-2 3,105 -> 3,351, TPGSR 5,715 ->
 # 6,998, C3-STISR 2,261 -> 2,401, TG 2,725 -> 2,805 samples/s; but it costs 30-50 s more of cold
@@ -65,6 +67,8 @@ def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool
     # dynamo refuses to enter a module holding an nn.GRU unless told to; the SRBs call the fused
     # Triton GRU on CUDA (one graph, no breaks: docs/speed.md), nn.GRU elsewhere.
     torch._dynamo.config.allow_rnn = True
+    if sr_parts:  # the SR outputs' image loss too, eager ~25 small kernels per output
+        compile_image_loss()
     compiled: list[str] = []
     for name, module in model.named_modules():
         if isinstance(module, types) and not any(name.startswith(c + ".") for c in compiled):

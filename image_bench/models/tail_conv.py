@@ -8,7 +8,15 @@ the same convolution as one matrix product to O*k*k planes and a shifted sum
 (``kernels.shifted_planes``): every weight tap becomes a row of a well-shaped product, and the
 shifted sum is one memory-bound pass. On the CPU, and without triton, it is ``nn.Conv2d``.
 ``split_conv2d`` with :func:`sum_shifted_reference` (``F.fold``) is the same decomposition in
-plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64.
+plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64;
+:class:`ReferenceKernels` holds torch forms of the three Triton kernels, so that they also run
+the autograd Function (:func:`split_conv_function`) that the GPU runs on them.
+
+(The SR heads' 9x9 3 -> 64 convolution was tried on the same kernels, its input gradient as a
+tail's forward and its weight gradient as a tail's with the roles swapped: right to 3e-7 in fp32
+on the H100, but in IMAGE-2's graphed step its kernels took about what cuDNN's (benchmark mode)
+had, ~0.24 against ~0.2 ms per step plus a 0.18 ms bias-gradient sum, and training ran within
+the spread, 4,950 and 4,977 samples/s against 4,936 with cuDNN's, one call; not kept.)
 """
 
 from __future__ import annotations
@@ -60,14 +68,41 @@ def split_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     return sum_shifted(planes(tap_rows(weight), x), bias, k, x.shape[2], x.shape[3])
 
 
-def _triton_split_conv() -> Callable | None:
-    """:func:`split_conv2d` with the Triton shifted sum as an autograd Function, or None without
-    CUDA or triton. Its backward gathers grad_z on chip (``kernels.shifted_planes.input_grad``
-    and ``weight_grad``) instead of building it (``gather_shifted``) for two batched products:
-    H100, bf16, batch 256, 64 -> 3 at 32 x 128: see ``docs/speed.md``."""
-    kernels = cuda_triton_module("shifted_planes")
-    if kernels is None:
-        return None
+def shifted_grad_reference(grad_out: torch.Tensor, k: int) -> torch.Tensor:
+    """grad_z (B, O*k*k, H*W) of :func:`sum_shifted_reference`, in torch:
+    grad_z[b, (o, i, j), y, x] = grad_out[b, o, y - i + p, x - j + p], zero outside the image.
+
+    ``F.unfold`` reads offset +(i' - p): the taps come out flipped."""
+    b, o, h, w = grad_out.shape
+    z = F.unfold(grad_out, k, padding=k // 2)
+    return z.view(b, o, k, k, h * w).flip(2, 3).reshape(b, o * k * k, h * w)
+
+
+class ReferenceKernels:
+    """``kernels.shifted_planes``'s ``sum_shifted``, ``input_grad`` and ``weight_grad`` in torch,
+    same signatures and results (up to rounding): the oracle of the CPU tests."""
+
+    sum_shifted = staticmethod(sum_shifted_reference)
+
+    @staticmethod
+    def input_grad(grad_out, taps, like, k):
+        dx = torch.einsum("btp,tc->bcp", shifted_grad_reference(grad_out, k), taps)
+        return torch.empty_like(like).copy_(dx.view(like.shape))  # like's dtype and layout
+
+    @staticmethod
+    def weight_grad(grad_out, x, k):
+        b, c = x.shape[:2]
+        dtaps = torch.einsum("btp,bcp->tc", shifted_grad_reference(grad_out, k),
+                             x.reshape(b, c, -1))
+        return dtaps if dtaps.dtype == torch.float64 else dtaps.float()
+
+
+def split_conv_function(kernels) -> Callable:
+    """The split convolution as an autograd Function on ``kernels`` (``kernels.shifted_planes``
+    on CUDA, :class:`ReferenceKernels` in the tests): ``F.conv2d(x, weight, bias,
+    padding=k // 2)`` computed in the autocast dtype. Its backward gathers grad_z on chip
+    (``input_grad`` and ``weight_grad``) instead of building it (``gather_shifted``) for two
+    batched products: H100, bf16, batch 256, 64 -> 3 at 32 x 128: see ``docs/speed.md``."""
 
     class SplitConv(torch.autograd.Function):
         @staticmethod
@@ -88,15 +123,20 @@ def _triton_split_conv() -> Callable | None:
                 dx = kernels.input_grad(g, taps, xc, ctx.k).to(ctx.x_dtype)
             o, c, k = g.shape[1], taps.shape[1], ctx.k
             dw = kernels.weight_grad(g, xc, k).view(o, k, k, c).permute(0, 3, 1, 2)
-            db = None
-            if ctx.bias_dtype is not None:
-                db = grad_out.sum((0, 2, 3), dtype=torch.float32).to(ctx.bias_dtype)
-            return dx, dw.to(ctx.weight_dtype), db
+            return dx, dw.to(ctx.weight_dtype), _bias_grad(grad_out, ctx.bias_dtype)
 
     return SplitConv.apply
 
 
-_SPLIT_CONV = _triton_split_conv()  # at import: see kernels.cuda_triton_module
+def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor | None:
+    if dtype is None:
+        return None
+    wide = torch.promote_types(grad_out.dtype, torch.float32)  # fp32 sums of 16-bit gradients
+    return grad_out.sum((0, 2, 3), dtype=wide).to(dtype)
+
+
+_KERNELS = cuda_triton_module("shifted_planes")  # at import: see kernels.cuda_triton_module
+_SPLIT_CONV = split_conv_function(_KERNELS) if _KERNELS is not None else None
 
 
 class TailConv2d(nn.Conv2d):
@@ -124,4 +164,5 @@ class TailConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-__all__ = ["TailConv2d", "split_conv2d", "sum_shifted_reference"]
+__all__ = ["ReferenceKernels", "TailConv2d", "split_conv2d", "split_conv_function",
+           "sum_shifted_reference"]
