@@ -50,7 +50,9 @@ batch 1 the call is a CUDA graph):
   Triton kernel (``kernels.partial_sum``);
 - ``gathertail``: the split SR tails' backward building grad_z (``gather_shifted``) for two batched
   products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``);
-- ``eagerloss``: TSRN's image loss eager instead of compiled (``losses.compile_image_loss``).
+- ``eagerloss``: TSRN's image loss eager instead of compiled (``losses.compile_image_loss``);
+- (measured at 3c91a7b with variants since folded into ``optimize.region_types``: the STN and the
+  patch embeddings as regions, and the stacks' final LayerNorms, which did not pay.)
 E.g. ``base``, ``sdpa``, ``autotune``, ``sdpa-cl``. Results go to stdout and
 DIR/explore_<what>.json, with the top kernels of the variants named in --kernels.
 

@@ -86,9 +86,10 @@ def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_pat
 def test_sr_parts_are_regions_only_when_asked():
     from image_bench.engine.optimize import region_types
     from image_bench.models.srb import SRB
+    from image_bench.models.stn import STN
 
-    assert Block in region_types() and SRB not in region_types()
-    assert {Block, SRB} <= set(region_types(sr_parts=True))
+    assert Block in region_types() and not {SRB, STN, PatchEmbed} & set(region_types())
+    assert {Block, SRB, STN, PatchEmbed} <= set(region_types(sr_parts=True))
 
 
 def test_patch_embedding_refuses_an_input_of_the_wrong_size():

@@ -33,14 +33,21 @@ COMBO_KERNELS_PAY_FROM = 3_000_000
 
 def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
     """The repeated blocks worth compiling one by one: transformer layers of IMAGE and SVTR; with
-    ``sr_parts`` also the SR parts (SRBs with the fused GRU inside, IMAGE's conv decoders and
-    q_PJ), whose BatchNorm, Mish, pixel shuffle and layout copies then fuse."""
+    ``sr_parts`` also the SR parts (the STN, SRBs with the fused GRU inside, IMAGE's conv
+    decoders and q_PJ), whose BatchNorm, Mish, max-pools, pixel shuffle and layout copies then
+    fuse, and the patch embeddings (q_VT's reads the conv decoders' h-hat: its (ph, pw, C) patch
+    copy runs inside Inductor's kernel). The STN and the patch embeddings: IMAGE-2 on the H100,
+    batch 256 (scripts/gpu_explore.py, one call), 4,937-4,946 -> 4,966 (STN), 4,974 (patch
+    embeddings); the two with the stacks' final LayerNorms 5,003 samples/s (the LayerNorms alone:
+    4,941, not kept)."""
     from baselines.svtr import MixingBlock
     from image_bench.models.image_parts import ConvDecoder, Projector
     from image_bench.models.srb import SRB
-    from image_bench.models.vit import Block
+    from image_bench.models.stn import STN
+    from image_bench.models.vit import Block, PatchEmbed
 
-    return (Block, MixingBlock) + ((SRB, ConvDecoder, Projector) if sr_parts else ())
+    sr = (STN, SRB, ConvDecoder, Projector, PatchEmbed) if sr_parts else ()
+    return (Block, MixingBlock, *sr)
 
 
 def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool = False,
