@@ -1,6 +1,7 @@
 """``torch._dynamo.explain`` of the regions the trainer compiles (issue 7: no graph breaks in the
 hot path): an aligned IMAGE block, an SRB (fused GRU inside), a conv decoder (split tail conv
-inside) and q_PJ, on CUDA, at batch 64 (the tails split from 32), under bf16 autocast.
+inside), q_PJ, the STN and q_VT's patch embedding (channels_last h-hat), on CUDA, at batch 64
+(the tails split from 32), under bf16 autocast.
 
     PYTHONPATH=. python3 scripts/gpu_explain_regions.py [--out DIR]
 
@@ -21,11 +22,14 @@ import torch
 def explain(device: torch.device) -> list[dict]:
     from image_bench.models.image_parts import ConvDecoder, Projector
     from image_bench.models.srb import SRB
-    from image_bench.models.vit import Block
+    from image_bench.models.stn import STN
+    from image_bench.models.vit import Block, PatchEmbed
 
     torch._dynamo.config.allow_rnn = True  # as engine.optimize.compile_regions
     block = Block(196, 4)
     block.aligned = True
+    patches = PatchEmbed(64, 196, (32, 128), (32, 4))  # q_VT's
+    patches.aligned = True
     feature = torch.randn(64, 64, 16, 64)
     cl = torch.channels_last
     # (module, inputs, keyword arguments, channels_last): IMAGE trains its decoders channels_last
@@ -36,7 +40,10 @@ def explain(device: torch.device) -> list[dict]:
                "conv decoder, channels_last, h-hat detached": (
                    ConvDecoder(64), (feature,), {"map_grad": False}, True),
                "q_PJ": (Projector(37, 64, (16, 64)), (torch.rand(64, 32, 37).softmax(-1),), {},
-                        False)}
+                        False),
+               "STN": (STN(3), (torch.rand(64, 3, 16, 64),), {}, True),
+               "patch embedding, channels_last h-hat": (
+                   patches, (torch.randn(64, 64, 32, 128),), {}, True)}
     rows = []
     for name, (module, inputs, kwargs, channels_last) in regions.items():
         module = module.to(device).train()
