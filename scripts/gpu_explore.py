@@ -50,6 +50,8 @@ batch 1 the call is a CUDA graph):
   Triton kernel (``kernels.partial_sum``);
 - ``gathertail``: the split SR tails' backward building grad_z (``gather_shifted``) for two batched
   products, instead of gathering it on chip (``shifted_planes.input_grad``/``weight_grad``);
+- ``cudnnhead``: the SR heads' 9x9 3 -> 64 convolution with cuDNN's backward instead of
+  ``tail_conv.HeadConv2d``'s;
 - ``eagerloss``: TSRN's image loss eager instead of compiled (``losses.compile_image_loss``);
 - (measured at 3c91a7b with variants since folded into ``optimize.region_types``: the STN and the
   patch embeddings as regions, and the stacks' final LayerNorms, which did not pay.)
@@ -89,7 +91,7 @@ from image_bench.engine import fused_update
 from image_bench.engine.env import environment
 from image_bench.engine.optimize import compile_regions, configure_cuda
 from image_bench.models import aligned_block, attention, image_parts, pixel_shuffle, tail_conv, vit
-from image_bench.models.tail_conv import TailConv2d
+from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
 
@@ -205,6 +207,7 @@ def use_variant(name: str) -> None:
     vit.Attention.forward = sdpa_forward if "sdpa" in name else WRITTEN_OUT
     attention.set_fused_attention("noattn" not in name.split("-"))
     TailConv2d.split = "cudnntail" not in name
+    HeadConv2d.split = "cudnnhead" not in name.split("-")
     tail_conv._SPLIT_CONV = gather_split_conv() if "gathertail" in name.split("-") else SPLIT_CONV
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
     if torch.cuda.is_available():

@@ -2,9 +2,9 @@
 
 The Triton shifted sum runs on the GPU (scripts/gpu_tail_conv.py, through the device tool). Here:
 the decomposition it implements (one product to O*k*k planes, then a shifted sum) against
-``F.conv2d`` in float64, forward and every gradient; the autograd Function the GPU runs, on the
-torch forms of its kernels (``ReferenceKernels``), same check; and that ``TailConv2d`` is
-``nn.Conv2d`` on the CPU with the same state_dict.
+``F.conv2d`` in float64, forward and every gradient; the tail's and the head's autograd Functions
+the GPU runs, on the torch forms of their kernels (``ReferenceKernels``), same check; and that
+``TailConv2d`` and ``HeadConv2d`` are ``nn.Conv2d`` on the CPU with the same state_dict.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from image_bench.models.tail_conv import (
+    HeadConv2d,
     ReferenceKernels,
     TailConv2d,
+    conv_functions,
     split_conv2d,
-    split_conv_function,
 )
 
 
@@ -43,17 +44,20 @@ def test_split_convolution_equals_conv2d_with_every_gradient(shape, out_channels
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("which", [0, 1], ids=["tail", "head"])
 @pytest.mark.parametrize("shape,out_channels,k,layout", [
     ((2, 64, 8, 16), 3, 9, torch.channels_last),      # the SR tail, on a small map, as trained
+    ((2, 3, 8, 16), 64, 9, torch.channels_last),      # the SR head
     ((2, 64, 8, 16), 4, 9, torch.contiguous_format),
     ((1, 5, 3, 7), 4, 9, torch.contiguous_format),    # a kernel wider than the map
     ((3, 6, 5, 5), 2, 3, torch.channels_last),
     ((1, 1, 1, 1), 1, 1, torch.contiguous_format),
 ])
-def test_split_function_equals_conv2d_with_every_gradient(shape, out_channels, k, layout):
-    """The autograd Function that runs on the Triton kernels on CUDA, here on their torch forms:
-    the tap order and the transposes of its backward, in float64."""
-    function = split_conv_function(ReferenceKernels)
+def test_conv_functions_equal_conv2d_with_every_gradient(which, shape, out_channels, k, layout):
+    """The autograd Functions that run on the Triton kernels on CUDA, here on their torch forms:
+    the tap orders, flips and transposes of their backward, in float64 (the channels_last cases
+    take the bias gradient's column-sum path)."""
+    function = conv_functions(ReferenceKernels)[which]
     torch.manual_seed(0)
     x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=layout)
     x.requires_grad_(True)
@@ -69,8 +73,9 @@ def test_split_function_equals_conv2d_with_every_gradient(shape, out_channels, k
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_split_function_without_input_gradient_or_bias():
-    function = split_conv_function(ReferenceKernels)
+@pytest.mark.parametrize("which", [0, 1], ids=["tail", "head"])
+def test_conv_functions_without_input_gradient_or_bias(which):
+    function = conv_functions(ReferenceKernels)[which]
     torch.manual_seed(1)
     x = torch.randn(2, 8, 6, 10, dtype=torch.float64)
     weight = torch.randn(3, 8, 5, 5, dtype=torch.float64, requires_grad=True)
@@ -80,19 +85,23 @@ def test_split_function_without_input_gradient_or_bias():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_tail_conv_is_conv2d_on_the_cpu_with_the_same_state_dict():
+@pytest.mark.parametrize("cls,in_channels,out_channels", [(TailConv2d, 64, 3),
+                                                          (HeadConv2d, 3, 64)])
+def test_wide_convs_are_conv2d_on_the_cpu_with_the_same_state_dict(cls, in_channels,
+                                                                  out_channels):
     torch.manual_seed(0)
-    reference = nn.Conv2d(64, 3, 9, padding=4)
-    tail = TailConv2d(64, 3, 9)
-    assert set(tail.state_dict()) == {"weight", "bias"}
-    tail.load_state_dict(reference.state_dict())
-    x = torch.randn(2, 64, 6, 10)
-    torch.testing.assert_close(tail(x), reference(x), rtol=0, atol=0)
+    reference = nn.Conv2d(in_channels, out_channels, 9, padding=4)
+    conv = cls(in_channels, out_channels, 9)
+    assert set(conv.state_dict()) == {"weight", "bias"}
+    conv.load_state_dict(reference.state_dict())
+    x = torch.randn(2, in_channels, 6, 10)
+    torch.testing.assert_close(conv(x), reference(x), rtol=0, atol=0)
 
 
-def test_tail_conv_refuses_an_even_kernel():
+@pytest.mark.parametrize("cls", [TailConv2d, HeadConv2d])
+def test_wide_convs_refuse_an_even_kernel(cls):
     with pytest.raises(ValueError, match="odd kernel"):
-        TailConv2d(64, 3, 8)
+        cls(64, 3, 8)
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

@@ -53,6 +53,7 @@ from image_bench.models.branch_streams import OneStream, branch_streams
 from image_bench.models.image_parts import ConvDecoder, Projector, TransformerStack, ViTEncoder
 from image_bench.models.srb import SRB
 from image_bench.models.stn import STN
+from image_bench.models.tail_conv import HeadConv2d
 
 LR_SIZE = (16, 64)
 HR_SIZE = (32, 128)
@@ -176,7 +177,7 @@ class IMAGE(BenchModel):
         # --- SR model phi (Sec. 3.2) ---
         self.stn = STN(3, LR_SIZE) if stn else None  # training only, as in the TSRN family
         # Conv encoder -> h_0^p. SILENT: layers; TSRN's block1 (conv9x9 3->C' + PReLU).
-        self.pixel_encoder = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
+        self.pixel_encoder = nn.Sequential(HeadConv2d(3, channels, 9), nn.PReLU())
         # f_i (Eq. 1): the clue (C' channels, Sec. 3.1) joins the residual before the first GRU.
         self.srbs = nn.ModuleList(SRB(channels, clue_channels=channels) for _ in range(iterations))
         self.sr_decoder = ConvDecoder(channels)

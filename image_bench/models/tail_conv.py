@@ -1,4 +1,5 @@
-"""The SR tails' wide convolution to few channels (9x9, 64 -> 3 or 4), fast on the GPU.
+"""The SR models' wide convolutions between few and many channels, fast on the GPU: the tails
+(9x9, 64 -> 3 or 4) and the heads (9x9, 3 -> 64).
 
 In IMAGE-2's training step on the H100 the three 9x9 64 -> 3 tails took ~13 ms of 109 ms of
 kernels (5.4 ms per tail, forward + backward, at batch 256): cuDNN runs them as implicit GEMMs
@@ -10,13 +11,15 @@ shifted sum is one memory-bound pass. On the CPU, and without triton, it is ``nn
 ``split_conv2d`` with :func:`sum_shifted_reference` (``F.fold``) is the same decomposition in
 plain torch, so the CPU tests check the algebra against ``F.conv2d`` in float64;
 :class:`ReferenceKernels` holds torch forms of the three Triton kernels, so that they also run
-the autograd Function (:func:`split_conv_function`) that the GPU runs on them.
+the autograd Functions (:func:`conv_functions`) that the GPU runs on them.
 
-(The SR heads' 9x9 3 -> 64 convolution was tried on the same kernels, its input gradient as a
-tail's forward and its weight gradient as a tail's with the roles swapped: right to 3e-7 in fp32
-on the H100, but in IMAGE-2's graphed step its kernels took about what cuDNN's (benchmark mode)
-had, ~0.24 against ~0.2 ms per step plus a 0.18 ms bias-gradient sum, and training ran within
-the spread, 4,950 and 4,977 samples/s against 4,936 with cuDNN's, one call; not kept.)
+The SR heads (9x9, 3 -> 64 at 16 x 64) are the mirror image. :class:`HeadConv2d` keeps cuDNN's
+forward but computes its backward on the same kernels: the input gradient as a tail's forward (the
+'same' convolution of grad_out with the transposed, flipped weight, 64 -> 3), the weight gradient
+with the tails' weight-gradient kernel, the few-channel side (here the input) shifted and the taps
+mirrored, and the bias gradient as a column sum of grad_out's (pixels, channels) rows. cuDNN's
+backward there (H100, benchmark mode, IMAGE-2's graphed step) was an indexed sm80 dgrad kernel
+(0.36 ms), its wgrad and a 0.18 ms bf16 sum over the channels_last gradient for the bias.
 """
 
 from __future__ import annotations
@@ -97,12 +100,13 @@ class ReferenceKernels:
         return dtaps if dtaps.dtype == torch.float64 else dtaps.float()
 
 
-def split_conv_function(kernels) -> Callable:
-    """The split convolution as an autograd Function on ``kernels`` (``kernels.shifted_planes``
-    on CUDA, :class:`ReferenceKernels` in the tests): ``F.conv2d(x, weight, bias,
-    padding=k // 2)`` computed in the autocast dtype. Its backward gathers grad_z on chip
-    (``input_grad`` and ``weight_grad``) instead of building it (``gather_shifted``) for two
-    batched products: H100, bf16, batch 256, 64 -> 3 at 32 x 128: see ``docs/speed.md``."""
+def conv_functions(kernels) -> tuple[Callable, Callable]:
+    """The split tail convolution and the head convolution as autograd Functions on ``kernels``
+    (``kernels.shifted_planes`` on CUDA, :class:`ReferenceKernels` in the tests); each computes
+    ``F.conv2d(x, weight, bias, padding=k // 2)`` in the autocast dtype. The tail's backward
+    gathers grad_z on chip (``input_grad`` and ``weight_grad``) instead of building it
+    (``gather_shifted``) for two batched products: H100, bf16, batch 256, 64 -> 3 at 32 x 128:
+    see ``docs/speed.md``."""
 
     class SplitConv(torch.autograd.Function):
         @staticmethod
@@ -125,18 +129,50 @@ def split_conv_function(kernels) -> Callable:
             dw = kernels.weight_grad(g, xc, k).view(o, k, k, c).permute(0, 3, 1, 2)
             return dx, dw.to(ctx.weight_dtype), _bias_grad(grad_out, ctx.bias_dtype)
 
-    return SplitConv.apply
+    class HeadConv(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight, bias):
+            dtype = compute_dtype_for(x)
+            xc, wc, k = x.to(dtype), weight.to(dtype), weight.shape[2]
+            ctx.save_for_backward(xc, wc)
+            ctx.x_dtype, ctx.weight_dtype = x.dtype, weight.dtype
+            ctx.bias_dtype = None if bias is None else bias.dtype
+            return F.conv2d(xc, wc, None if bias is None else bias.to(dtype), padding=k // 2)
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            xc, wc = ctx.saved_tensors
+            g = grad_out.to(wc.dtype)
+            o, c, k, _ = wc.shape  # o many (64), c few (3)
+            dx = None
+            if ctx.needs_input_grad[0]:
+                # the 'same' convolution of g with w[o, c, k-1-i, k-1-j] as (c, o) weights: a
+                # tail's forward, many -> few channels
+                taps = tap_rows(wc.transpose(0, 1).flip(2, 3))
+                dx = kernels.sum_shifted(planes(taps, g), None, k, g.shape[2], g.shape[3])
+                dx = dx.to(ctx.x_dtype)
+            # dw[o, c, i, j] = sum g[o, y, x] x[c, y + i - p, x + j - p]: the tails' weight
+            # gradient with x as the shifted few-channel side, at tap (k-1-i, k-1-j)
+            dw = kernels.weight_grad(xc, g, k).view(c, k, k, o).flip(1, 2).permute(3, 0, 1, 2)
+            return dx, dw.to(ctx.weight_dtype), _bias_grad(grad_out, ctx.bias_dtype)
+
+    return SplitConv.apply, HeadConv.apply
 
 
 def _bias_grad(grad_out: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor | None:
     if dtype is None:
         return None
     wide = torch.promote_types(grad_out.dtype, torch.float32)  # fp32 sums of 16-bit gradients
+    if grad_out.shape[1] > 1 and grad_out.is_contiguous(memory_format=torch.channels_last):
+        # a column sum of the (pixels, channels) rows, a view: summing (0, 2, 3) of the
+        # channels_last tensor took 0.18 ms for the heads' (256, 64, 16, 64) bf16 gradient (H100)
+        return grad_out.permute(0, 2, 3, 1).reshape(-1, grad_out.shape[1]).sum(0, dtype=wide).to(
+            dtype)
     return grad_out.sum((0, 2, 3), dtype=wide).to(dtype)
 
 
 _KERNELS = cuda_triton_module("shifted_planes")  # at import: see kernels.cuda_triton_module
-_SPLIT_CONV = split_conv_function(_KERNELS) if _KERNELS is not None else None
+_SPLIT_CONV, _HEAD_CONV = conv_functions(_KERNELS) if _KERNELS is not None else (None, None)
 
 
 class TailConv2d(nn.Conv2d):
@@ -164,5 +200,26 @@ class TailConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-__all__ = ["ReferenceKernels", "TailConv2d", "split_conv2d", "split_conv_function",
+class HeadConv2d(nn.Conv2d):
+    """A stride-1, 'same'-padded k x k ``nn.Conv2d`` from few channels to many (the SR models'
+    9x9 3 -> 64 heads) whose backward, on CUDA and for batches of at least ``split_min_batch``,
+    runs on the split kernels (see the module); its forward is cuDNN's either way.
+    ``HeadConv2d.split = False`` turns that off (the benchmarks compare both)."""
+
+    split = True
+    split_min_batch = 32
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"a 'same' head convolution needs an odd kernel, got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.split and _HEAD_CONV is not None and x.is_cuda and x.dim() == 4
+                and x.shape[0] >= self.split_min_batch and torch.is_grad_enabled()):
+            return _HEAD_CONV(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+__all__ = ["HeadConv2d", "ReferenceKernels", "TailConv2d", "conv_functions", "split_conv2d",
            "sum_shifted_reference"]

@@ -16,7 +16,7 @@ from torch import nn
 from image_bench.models.pixel_shuffle import ShuffledConv2d
 from image_bench.models.srb import SRB
 from image_bench.models.stn import STN
-from image_bench.models.tail_conv import TailConv2d
+from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 
 def add_text_mask(images: torch.Tensor) -> torch.Tensor:
@@ -40,7 +40,7 @@ class TSRNBackbone(nn.Module):
         self.mask = mask
         io_channels = 4 if mask else 3
         self.stn = STN(io_channels) if stn else None
-        self.block1 = nn.Sequential(nn.Conv2d(io_channels, channels, 9, padding=4), nn.PReLU())
+        self.block1 = nn.Sequential(HeadConv2d(io_channels, channels, 9), nn.PReLU())
         self.blocks = nn.ModuleList(SRB(channels, clue_channels) for _ in range(num_blocks))
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                     nn.BatchNorm2d(channels))
