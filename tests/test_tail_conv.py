@@ -23,6 +23,25 @@ from image_bench.models.tail_conv import (
 )
 
 
+def _matches_conv2d(function, shape, out_channels, k, layout=torch.contiguous_format):
+    """function(x, weight, bias) against F.conv2d in float64, output and every gradient; x and
+    the output gradient in ``layout``."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=layout)
+    x.requires_grad_(True)
+    weight = torch.randn(out_channels, shape[1], k, k, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
+    grad_out = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
+    grad_out = grad_out.contiguous(memory_format=layout)
+
+    expected = F.conv2d(x, weight, bias, padding=k // 2)
+    got = function(x, weight, bias)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
+                    torch.autograd.grad(expected, (x, weight, bias), grad_out)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape,out_channels,k", [
     ((2, 64, 8, 16), 3, 9),   # the SR tail, on a small map
     ((1, 5, 3, 7), 4, 9),     # a kernel wider than the map: most taps fall outside
@@ -30,18 +49,7 @@ from image_bench.models.tail_conv import (
     ((1, 1, 1, 1), 1, 1),
 ])
 def test_split_convolution_equals_conv2d_with_every_gradient(shape, out_channels, k):
-    torch.manual_seed(0)
-    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(out_channels, shape[1], k, k, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
-    grad_out = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
-
-    expected = F.conv2d(x, weight, bias, padding=k // 2)
-    got = split_conv2d(x, weight, bias)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
-                    torch.autograd.grad(expected, (x, weight, bias), grad_out)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    _matches_conv2d(split_conv2d, shape, out_channels, k)
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["tail", "head"])
@@ -57,20 +65,7 @@ def test_conv_functions_equal_conv2d_with_every_gradient(which, shape, out_chann
     """The autograd Functions that run on the Triton kernels on CUDA, here on their torch forms:
     the tap orders, flips and transposes of their backward, in float64 (the channels_last cases
     take the bias gradient's column-sum path)."""
-    function = conv_functions(ReferenceKernels)[which]
-    torch.manual_seed(0)
-    x = torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=layout)
-    x.requires_grad_(True)
-    weight = torch.randn(out_channels, shape[1], k, k, dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(out_channels, dtype=torch.float64, requires_grad=True)
-    grad_out = torch.randn(shape[0], out_channels, *shape[2:], dtype=torch.float64)
-
-    expected = F.conv2d(x, weight, bias, padding=k // 2)
-    got = function(x, weight, bias)
-    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
-    for a, b in zip(torch.autograd.grad(got, (x, weight, bias), grad_out),
-                    torch.autograd.grad(expected, (x, weight, bias), grad_out)):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    _matches_conv2d(conv_functions(ReferenceKernels)[which], shape, out_channels, k, layout)
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["tail", "head"])

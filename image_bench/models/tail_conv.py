@@ -175,50 +175,51 @@ _KERNELS = cuda_triton_module("shifted_planes")  # at import: see kernels.cuda_t
 _SPLIT_CONV, _HEAD_CONV = conv_functions(_KERNELS) if _KERNELS is not None else (None, None)
 
 
-class TailConv2d(nn.Conv2d):
+class _SameConv2d(nn.Conv2d):
+    """A stride-1, 'same'-padded k x k ``nn.Conv2d`` (same parameters, same state_dict) that on
+    CUDA, for batches of at least ``split_min_batch``, calls ``function()`` instead where it
+    exists; ``split = False`` on the class turns that off (the benchmarks compare both)."""
+
+    split = True
+    split_min_batch = 32
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        if kernel_size % 2 != 1:
+            raise ValueError(f"a 'same' {type(self).__name__} needs an odd kernel, "
+                             f"got {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def function(self) -> Callable | None:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        function = self.function()
+        if (self.split and function is not None and x.is_cuda and x.dim() == 4
+                and x.shape[0] >= self.split_min_batch):
+            return function(x, self.weight, self.bias)
+        return super().forward(x)
+
+
+class TailConv2d(_SameConv2d):
     """A stride-1, 'same'-padded k x k ``nn.Conv2d`` that runs split on CUDA (see the module)
     for batches of at least ``split_min_batch``.
 
     H100, bf16, 9x9 64 -> 3 at 32 x 128 (scripts/gpu_tail_conv.py): batch 256 forward + backward
     cuDNN 5.39-5.61 ms, split 1.83-1.93 ms (2.05-2.29 ms while the backward built grad_z; 64 -> 4:
     5.41-5.46, 2.29-2.43 and 2.45-2.70 ms; three calls); batch-1 forward cuDNN 0.195 ms, split
-    0.266 ms. Batches in between were not measured; 32 keeps the batch-1 latency path on cuDNN.
-    ``TailConv2d.split = False`` turns the split path off (the benchmarks compare both)."""
+    0.266 ms. Batches in between were not measured; 32 keeps the batch-1 latency path on cuDNN."""
 
-    split = True
-    split_min_batch = 32
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        if kernel_size % 2 != 1:
-            raise ValueError(f"a 'same' tail convolution needs an odd kernel, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.split and _SPLIT_CONV is not None and x.is_cuda and x.dim() == 4
-                and x.shape[0] >= self.split_min_batch):
-            return _SPLIT_CONV(x, self.weight, self.bias)
-        return super().forward(x)
+    def function(self) -> Callable | None:
+        return _SPLIT_CONV
 
 
-class HeadConv2d(nn.Conv2d):
-    """A stride-1, 'same'-padded k x k ``nn.Conv2d`` from few channels to many (the SR models'
-    9x9 3 -> 64 heads) whose backward, on CUDA and for batches of at least ``split_min_batch``,
-    runs on the split kernels (see the module); its forward is cuDNN's either way.
-    ``HeadConv2d.split = False`` turns that off (the benchmarks compare both)."""
+class HeadConv2d(_SameConv2d):
+    """A 'same' k x k convolution from few channels to many (the SR models' 9x9 3 -> 64 heads)
+    whose backward, while gradients are recorded, runs on the split kernels (see the module); its
+    forward is cuDNN's either way."""
 
-    split = True
-    split_min_batch = 32
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
-        if kernel_size % 2 != 1:
-            raise ValueError(f"a 'same' head convolution needs an odd kernel, got {kernel_size}")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.split and _HEAD_CONV is not None and x.is_cuda and x.dim() == 4
-                and x.shape[0] >= self.split_min_batch and torch.is_grad_enabled()):
-            return _HEAD_CONV(x, self.weight, self.bias)
-        return super().forward(x)
+    def function(self) -> Callable | None:
+        return _HEAD_CONV if torch.is_grad_enabled() else None
 
 
 __all__ = ["HeadConv2d", "ReferenceKernels", "TailConv2d", "conv_functions", "split_conv2d",
