@@ -143,6 +143,8 @@ def conv_functions(kernels) -> tuple[Callable, Callable]:
         def backward(ctx, grad_out):
             xc, wc = ctx.saved_tensors
             g = grad_out.to(wc.dtype)
+            if not (g.is_contiguous() or g.is_contiguous(memory_format=torch.channels_last)):
+                g = g.contiguous()  # weight_grad reads NCHW or channels_last pixels
             o, c, k, _ = wc.shape  # o many (64), c few (3)
             dx = None
             if ctx.needs_input_grad[0]:
