@@ -16,7 +16,8 @@ gradient, 0.5 GB at batch 256, written once and read by two products. ``input_gr
 ``weight_grad`` are those two products with grad_z gathered on chip from grad_out, which is small
 enough to stay in L2: dx = grad_z^T taps and dtaps = sum over images and pixels of grad_z x.
 
-This module imports triton: only ``models.tail_conv`` imports it, lazily, on a CUDA call.
+This module imports triton: only ``models.tail_conv`` imports it, at its own import where CUDA
+is present (the kernels run inside compiled regions).
 """
 
 from __future__ import annotations

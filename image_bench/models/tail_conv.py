@@ -150,9 +150,8 @@ def conv_functions(kernels) -> tuple[Callable, Callable]:
             if ctx.needs_input_grad[0]:
                 # the 'same' convolution of g with w[o, c, k-1-i, k-1-j] as (c, o) weights: a
                 # tail's forward, many -> few channels
-                taps = tap_rows(wc.transpose(0, 1).flip(2, 3))
-                dx = kernels.sum_shifted(planes(taps, g), None, k, g.shape[2], g.shape[3])
-                dx = dx.to(ctx.x_dtype)
+                flipped = wc.transpose(0, 1).flip(2, 3)
+                dx = split_conv2d(g, flipped, None, kernels.sum_shifted).to(ctx.x_dtype)
             # dw[o, c, i, j] = sum g[o, y, x] x[c, y + i - p, x + j - p]: the tails' weight
             # gradient with x as the shifted few-channel side, at tap (k-1-i, k-1-j)
             dw = kernels.weight_grad(xc, g, k).view(c, k, k, o).flip(1, 2).permute(3, 0, 1, 2)
