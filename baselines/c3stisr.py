@@ -82,6 +82,10 @@ from image_bench.models.clues import (
 from image_bench.models.recognizer import Recognizer
 from image_bench.models.tsrn import TSRNBackbone, add_text_mask
 
+# The STN setting this model trains with by default (``--set stn=none|original|identity``; see
+# models/stn.py and the README's STN table, measured on the GPU at the quick schedule).
+STN_DEFAULT = "none"
+
 # ---------------------------------------------------------------------------------------------
 # BCN: ABINet's bidirectional cloze network, the linguistic-clue corrector
 
@@ -233,7 +237,7 @@ class C3STISR(TextPriorMixin, BenchModel):
     def __init__(self, recognizer: Recognizer | None = None, language_model: BCN | None = None,
                  clue_channels: int = 32, channels: int = 64, num_blocks: int = 5,
                  info_widths: tuple[int, int, int] = (512, 128, 64), fuser_width: int = 32,
-                 stn: bool = True):
+                 stn: str | bool = STN_DEFAULT):
         """Defaults are the release's sizes; ``recognizer`` (default: the suite's CRNN) and
         ``language_model`` (default: a full BCN) fix the helpers' architectures, and smaller
         widths exist only for tiny CPU test models."""

@@ -39,6 +39,10 @@ from image_bench.models.clues import InfoGen, prior_dropout, text_prior_loss
 from image_bench.models.recognizer import Recognizer
 from image_bench.models.tsrn import TSRNBackbone, add_text_mask
 
+# The STN setting this model trains with by default (``--set stn=none|original|identity``; see
+# models/stn.py and the README's STN table, measured on the GPU at the quick schedule).
+STN_DEFAULT = "none"
+
 
 class TextPriorMixin:
     """The TPG + frozen teacher pair TPGSR and C3-STISR share (``self.tpg``, ``self.teacher``)."""
@@ -96,7 +100,7 @@ class TPGSR(TextPriorMixin, BenchModel):
 
     def __init__(self, recognizer: Recognizer | None = None, clue_channels: int = 32,
                  channels: int = 64, num_blocks: int = 5,
-                 info_widths: tuple[int, int, int] = (512, 128, 64), stn: bool = True):
+                 info_widths: tuple[int, int, int] = (512, 128, 64), stn: str | bool = STN_DEFAULT):
         """Defaults are the original's; ``recognizer`` (default: the suite's CRNN) is the TPG's
         architecture, and smaller widths exist only for tiny CPU test models."""
         super().__init__()

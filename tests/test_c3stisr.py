@@ -36,7 +36,7 @@ def tiny_bcn() -> BCN:
     return BCN(d_model=32, heads=2, ffn=64, layers=2, max_length=FRAMES, dropout=0.0)
 
 
-def tiny_c3(stn: bool = False) -> C3STISR:
+def tiny_c3(stn: str | bool = False) -> C3STISR:
     return C3STISR(recognizer=TinyRecognizer(), language_model=tiny_bcn(), clue_channels=16,
                    channels=16, num_blocks=2, info_widths=(32, 16, 16), fuser_width=8, stn=stn)
 

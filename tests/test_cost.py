@@ -87,7 +87,7 @@ class TinySR(BenchModel):
         super().__init__()
         from image_bench.models.tsrn import TSRNBackbone
 
-        self.tsrn = TSRNBackbone(mask=True, stn=True, **tsrn_kwargs)
+        self.tsrn = TSRNBackbone(mask=True, stn="original", **tsrn_kwargs)
 
     def forward(self, lr):
         return ModelOutput(sr=self.tsrn(lr))

@@ -19,7 +19,7 @@ from image_bench.models.image_parts import ConvDecoder, Projector
 from tests.helpers import make_batch, train_losses
 
 TINY = dict(channels=8, dim=16, heads=2, mlp_ratio=2.0, vit_depth=1, fuser_depth=1,
-            clue_vit_depth=1, projector_widths=(16, 8, 8))
+            clue_vit_depth=1, projector_widths=(16, 8, 8), stn="original")
 SHALLOW = dict(vit_depth=1, fuser_depth=1, clue_vit_depth=1)  # real widths, one block per stack
 
 
@@ -222,7 +222,7 @@ def test_without_clue_losses_only_the_final_outputs_are_supervised():
 def test_loss_falls_when_overfitting_eight_images():
     torch.manual_seed(0)
     # No STN here: its convolutions are most of a tiny model's step; the gradient tests cover it.
-    model = IMAGE(1, stn=False, **TINY).train()
+    model = IMAGE(1, **{**TINY, "stn": "none"}).train()
     batch = make_batch(8, seed=1)
     losses = train_losses(model, batch, 50, torch.optim.AdamW(model.parameters(), lr=3e-3))
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses

@@ -36,7 +36,7 @@ def tiny_stroke(seed: int = 0) -> StrokeTransformer:
 
 def tg_with_stroke(seed: int = 0, **kwargs) -> TG:
     torch.manual_seed(seed)
-    model = TG(**kwargs)
+    model = TG(**{"stn": "original", **kwargs})  # the originals' STN, so tests see it
     model.attach("stroke", tiny_stroke(seed + 1))
     return model
 

@@ -33,7 +33,7 @@ class TinyRecognizer(Recognizer):
         return ModelOutput(logits=self.head(feat.squeeze(2).transpose(1, 2)))
 
 
-def tiny_tpgsr(stn: bool = True) -> TPGSR:
+def tiny_tpgsr(stn: str | bool = True) -> TPGSR:
     return TPGSR(recognizer=TinyRecognizer(), clue_channels=8, channels=16, num_blocks=2,
                  info_widths=(32, 16, 16), stn=stn)
 

@@ -52,11 +52,15 @@ from image_bench.models.base import BenchModel, ModelOutput, register
 from image_bench.models.branch_streams import OneStream, branch_streams
 from image_bench.models.image_parts import ConvDecoder, Projector, TransformerStack, ViTEncoder
 from image_bench.models.srb import SRB
-from image_bench.models.stn import STN
+from image_bench.models.stn import build_stn
 from image_bench.models.tail_conv import HeadConv2d
 
 LR_SIZE = (16, 64)
 HR_SIZE = (32, 128)
+
+# The STN setting this model trains with by default (``--set stn=none|original|identity``; see
+# models/stn.py and the README's STN table, measured on the GPU at the quick schedule).
+STN_DEFAULT = "none"
 
 
 class MutualGuidance(nn.Module):
@@ -166,7 +170,7 @@ class IMAGE(BenchModel):
                  detach_clues: bool = True, channels: int = 64, dim: int = 196, heads: int = 4,
                  mlp_ratio: float = 4.0, vit_depth: int = 16, fuser_depth: int = 16,
                  clue_vit_depth: int = 30, projector_widths: tuple[int, ...] = (512, 128, 64),
-                 stn: bool = True):
+                 stn: str | bool = STN_DEFAULT):
         super().__init__()
         if iterations < 1:
             raise ValueError(f"IMAGE needs at least one iteration, got {iterations}")
@@ -175,7 +179,7 @@ class IMAGE(BenchModel):
         self.clue_losses = clue_losses
         self.channels = channels
         # --- SR model phi (Sec. 3.2) ---
-        self.stn = STN(3, LR_SIZE) if stn else None  # training only, as in the TSRN family
+        self.stn = build_stn(stn, 3, LR_SIZE)  # training only, as in the TSRN family
         # Conv encoder -> h_0^p. SILENT: layers; TSRN's block1 (conv9x9 3->C' + PReLU).
         self.pixel_encoder = nn.Sequential(HeadConv2d(3, channels, 9), nn.PReLU())
         # f_i (Eq. 1): the clue (C' channels, Sec. 3.1) joins the residual before the first GRU.

@@ -2,9 +2,9 @@
 
 Facts (ORIGINALS.md §3.1): conv9x9 + PReLU ("block1"), five SRBs of 64 channels, conv3x3 + BN
 ("block7"), a global skip block1 + block7, upsampling conv3x3 64->256 + PixelShuffle(2) + Mish,
-conv9x9 to the output channels (``TailConv2d``) and tanh. The STN runs in training only. With
-the optional text mask (TPGSR, C3-STISR: ``--mask``) the network takes and gives RGB + a binary
-mask channel.
+conv9x9 to the output channels (``TailConv2d``) and tanh. The STN (models/stn.py, built when the
+model asks for one: ``stn``) runs in training only. With the optional text mask (TPGSR, C3-STISR:
+``--mask``) the network takes and gives RGB + a binary mask channel.
 Without STN the 4-channel network holds 826,629 parameters, the 3-channel one 816,260.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 
 from image_bench.models.pixel_shuffle import ShuffledConv2d
 from image_bench.models.srb import SRB
-from image_bench.models.stn import STN
+from image_bench.models.stn import build_stn
 from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 
@@ -35,11 +35,11 @@ class TSRNBackbone(nn.Module):
     """
 
     def __init__(self, channels: int = 64, num_blocks: int = 5, clue_channels: int = 0,
-                 mask: bool = False, stn: bool = True, scale: int = 2):
+                 mask: bool = False, stn: str | bool = "none", scale: int = 2):
         super().__init__()
         self.mask = mask
         io_channels = 4 if mask else 3
-        self.stn = STN(io_channels) if stn else None
+        self.stn = build_stn(stn, io_channels)  # models/stn.py: 'none' | 'original' | 'identity'
         self.block1 = nn.Sequential(HeadConv2d(io_channels, channels, 9), nn.PReLU())
         self.blocks = nn.ModuleList(SRB(channels, clue_channels) for _ in range(num_blocks))
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
