@@ -228,6 +228,7 @@ class BCN(BenchModel):
 class C3STISR(TextPriorMixin, BenchModel):
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "teacher")
+    stn_default: ClassVar[str] = STN_DEFAULT
     requires: ClassVar[dict[str, str]] = {"recognizer": "crnn", "language_model": "bcn"}
     # C3-STISR trains with TPGSR's training code (README command, log): Adam lr 1e-3 constant,
     # betas (0.5, 0.999), gradient clipping 0.25.

@@ -315,6 +315,7 @@ class TG(BenchModel):
 
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "stroke")
+    stn_default: ClassVar[str] = STN_DEFAULT
     requires: ClassVar[dict[str, str]] = {"stroke": "tg-stroke"}
     graph_safe: ClassVar[bool] = False  # stroke targets are encoded from the label strings
     # TG's README/main.py: Adam lr 1e-4, betas (0.5, 0.999), clip_grad_norm 0.25, no weight decay

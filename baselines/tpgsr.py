@@ -93,6 +93,7 @@ class TextPriorMixin:
 class TPGSR(TextPriorMixin, BenchModel):
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "teacher")
+    stn_default: ClassVar[str] = STN_DEFAULT
     requires: ClassVar[dict[str, str]] = {"recognizer": "crnn"}
     # train_TPGSR-TSRN.sh: Adam lr 1e-3, betas (0.5, 0.999), no weight decay, grad clip 0.25.
     optim_overrides: ClassVar[dict[str, float]] = {

@@ -56,7 +56,8 @@ class Plan:
         p = self.profile
         return self._cfg(name, "synth", p.helper_steps, p.helper_batch)
 
-    def stisr(self, name: str) -> RunConfig:
+    def stisr(self, name: str, **model_kwargs) -> RunConfig:
+        """An STISR model trained on textzoom; ``model_kwargs`` its switches (``stn``)."""
         p = self.profile
         helpers = {
             "tg": {"stroke": self.aux("tg-stroke")},
@@ -67,7 +68,7 @@ class Plan:
         if name not in helpers:
             raise ValueError(f"unknown STISR method {name!r}; known: {', '.join(helpers)}")
         return self._cfg(name, "textzoom", p.finetune_steps, p.finetune_batch,
-                         helpers=helpers[name])
+                         helpers=helpers[name], model_kwargs=dict(model_kwargs))
 
     # -- IMAGE ----------------------------------------------------------------------------------
     def image(self, iterations: int, stage: str, **model_kwargs) -> RunConfig:

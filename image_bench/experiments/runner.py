@@ -280,16 +280,24 @@ class Runner:
         return self._models[key]
 
     # -- evaluation ------------------------------------------------------------------------------
+    @staticmethod
+    def eval_splits(method: Method) -> tuple[str, ...]:
+        return (method.split,) if method.split else TEST_SPLITS[method.data]
+
     def eval_spec(self, method: Method) -> dict:
+        splits = self.eval_splits(method)
         if self.compute:
-            data_hash = self.data.test_info(method.data)["hash"]
+            data_hash = self.data.info(method.data, splits)["hash"]
         else:
-            slot = self.data._slot(method.data) + "|" + ",".join(TEST_SPLITS[method.data])
+            slot = self.data._slot(method.data) + "|" + ",".join(splits)
             data_hash = self.data.known().get(slot, {}).get("hash", "unresolved")
-        return {"what": "eval", "version": EVAL_VERSION, "profile": self.profile.name,
+        spec = {"what": "eval", "version": EVAL_VERSION, "profile": self.profile.name,
                 "method": method.run.key() if method.run else "bicubic",
                 "reader": method.reader.key() if method.reader else None,
                 "data": method.data, "data_hash": data_hash}
+        if method.split:  # test-split records keep their keys
+            spec["split"] = method.split
+        return spec
 
     def evaluation(self, method: Method) -> dict | None:
         spec = self.eval_spec(method)
@@ -309,8 +317,9 @@ class Runner:
             what = "bicubic LR" if method.run is None else method.run.model
             if method.reader is not None:
                 what += f" read by {method.reader.model}"
-            self.say(f"[bold]eval[/] {what} on {method.data}")
-            splits = {s: self.data.resolve(method.data, s) for s in TEST_SPLITS[method.data]}
+            self.say(f"[bold]eval[/] {what} on {method.data}"
+                     + (f" ({method.split})" if method.split else ""))
+            splits = {s: self.data.resolve(method.data, s) for s in self.eval_splits(method)}
             t0 = time.perf_counter()
             from image_bench.engine.evaluate import evaluate
 
@@ -321,7 +330,8 @@ class Runner:
                 key, "eval", spec, _jsonable(result),
                 provenance(device=self.device, profile=self.profile.name,
                            seed=method.run.seed if method.run else None,
-                           wall_s=time.perf_counter() - t0, data=self.data.test_info(method.data)))
+                           wall_s=time.perf_counter() - t0,
+                           data=self.data.info(method.data, self.eval_splits(method))))
             self._touch(record)
             for cfg in (method.run, method.reader):
                 if cfg is not None:

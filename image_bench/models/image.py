@@ -156,6 +156,7 @@ class IMAGE(BenchModel):
     kind: ClassVar[str] = "joint"
     input_size: ClassVar[tuple[int, int]] = LR_SIZE
     training_only: ClassVar[tuple[str, ...]] = ("stn",)
+    stn_default: ClassVar[str] = STN_DEFAULT
     # H100, batch 256, one call (scripts/gpu_explore.py ``cl`` against ``base``): 3,690 -> 3,820
     # samples/s. cuDNN's NHWC kernels without layout transposes, channels-last BatchNorm, and the
     # SR tails' product on aligned operands (the 243-row align1 kernels, 1.8 ms per step, go).

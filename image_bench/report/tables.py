@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from image_bench.experiments.store import atomic_write_text
-from image_bench.experiments.tables import Row, TableSpec, mean_std
+from image_bench.experiments.tables import Row, TableSpec, learning_flags, mean_std
 
 
 def paper_tables() -> dict:
@@ -38,6 +38,8 @@ class BuiltTable:
     rows: list[tuple[Row, dict[str, Cell]]]
     seeds: list[int]
     meta: dict = field(default_factory=dict)  # data, device, commits, profile
+    # row index -> why that row's method is worse than doing nothing (tables.learning_flags)
+    flags: dict[int, list[str]] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """Rows with no reproduced value at all (nothing in the store for them)."""
@@ -49,15 +51,19 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
                 paper_alias: dict[str, str] | None = None) -> BuiltTable:
     """``paper_alias`` maps a column to the paper's column of another name (ablations read
     Table 4's 'accuracy' as their 'average')."""
-    paper = paper_tables()[spec.name]["rows"]
+    paper = paper_tables().get(spec.name, {}).get("rows", {})
     alias = paper_alias or {}
     per_seed = []
     runner.touched = []  # the caption names only the records behind this table
     for seed in seeds:
         rows = spec.rows(runner.plan(seed))
         per_seed.append([(row, spec.values(row, runner)) for row in rows])
-    built = []
+    built, flags = [], {}
     for i, (row, _) in enumerate(per_seed[0]):
+        reasons = sorted({r for seed_rows in per_seed
+                          for r in learning_flags(seed_rows[i][0], runner)})
+        if reasons:
+            flags[i] = reasons
         cells = {}
         for col in spec.columns:
             mean, std = mean_std([vals[i][1].get(col.name) for vals in per_seed])
@@ -75,7 +81,7 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
             if cells[col.name].mean is not None and round(cells[col.name].mean, col.digits) == \
                     round(best, col.digits):
                 cells[col.name].best = True
-    return BuiltTable(spec, built, list(seeds), meta=runner_meta(runner))
+    return BuiltTable(spec, built, list(seeds), meta=runner_meta(runner), flags=flags)
 
 
 def runner_meta(runner) -> dict:
@@ -94,7 +100,13 @@ def runner_meta(runner) -> dict:
             data[f"{ident['name']} ({part})"] = \
                 f"{'/'.join(ident.get('source', ['?']))} \\#{ident['hash'][:12]}"
     return {"data": data, "devices": sorted(devices), "commits": sorted(commits),
-            "profile": runner.profile.name}
+            "profile": runner.profile.name, "schedule": schedule_text(runner.profile)}
+
+
+def schedule_text(p) -> str:
+    return (f"pretraining (S) {p.pretrain_steps:,} steps x {p.pretrain_batch}, fine-tuning (S+L) "
+            f"and STISR training {p.finetune_steps:,} x {p.finetune_batch}, helper networks "
+            f"{p.helper_steps:,} x {p.helper_batch}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,8 +123,32 @@ def caption(table: BuiltTable) -> str:
     seeds = f"{len(table.seeds)} seed{'s' if len(table.seeds) > 1 else ''}" + (
         " (mean $\\pm$ std)" if len(table.seeds) > 1 else "")
     return (f"{table.spec.caption} Reproduced by image-bench; the paper's value in parentheses. "
-            f"Data: {data}. Profile: {m['profile']}. Device: {', '.join(m['devices']) or '--'}. "
+            f"Data: {data}. Profile: {m['profile']} ({m.get('schedule', '--')}). "
+            f"Device: {', '.join(m['devices']) or '--'}. "
             f"{seeds}. Commit: {', '.join(m['commits']) or '--'}.")
+
+
+DAGGER = {"latex": "$^\\dagger$", "markdown": "†"}
+FLAG_NOTE = ("did not learn: worse than doing nothing (judged on TextZoom's validation split, "
+             "not the test)")
+
+
+def _flagged(table: BuiltTable, i: int, label: str, style: str) -> str:
+    return label + DAGGER[style] if i in table.flags else label
+
+
+def footnotes(table: BuiltTable, style: str) -> list[str]:
+    """One line per flagged row: the dagger, the row and its reasons."""
+    mark = DAGGER[style]
+    notes = []
+    for i, reasons in sorted(table.flags.items()):
+        label, text = table.rows[i][0].label, "; ".join(reasons)
+        if style == "latex":
+            text = text.replace("%", "\\%").replace("<", "$<$")
+        else:
+            label = _md(label)
+        notes.append(f"{mark} {label} {FLAG_NOTE}: {text}.")
+    return notes
 
 
 def _header(table: BuiltTable) -> list[str]:
@@ -124,15 +160,15 @@ def _header(table: BuiltTable) -> list[str]:
     return heads
 
 
-def _lead(table: BuiltTable, row: Row) -> list[str]:
+def _lead(table: BuiltTable, i: int, style: str) -> list[str]:
+    row = table.rows[i][0]
     name = table.spec.name
+    label = _flagged(table, i, row.label, style)
     if name == "table1":
-        return [row.paper, row.label, row.datasets]
-    if name == "table5":
-        return [row.label]
-    if name == "table2":
-        return [row.label]
-    return [row.label, row.datasets]
+        return [row.paper, label, row.datasets]
+    if name in ("table5", "table2"):
+        return [label]
+    return [label, row.datasets]
 
 
 def to_latex(table: BuiltTable) -> str:
@@ -147,11 +183,14 @@ def to_latex(table: BuiltTable) -> str:
     heads = lead + [c.header + (f" ({c.unit.replace('%', chr(92) + '%')})" if c.unit else "")
                     for c in cols]
     w(" & ".join(heads) + " \\\\\n\\midrule\n")
-    for row, cells in table.rows:
-        parts = list(_lead(table, row))
+    for i, (_, cells) in enumerate(table.rows):
+        parts = list(_lead(table, i, "latex"))
         parts += [_cell_text(cells[c.name], c.digits, LATEX) for c in cols]
         w(" & ".join(parts) + " \\\\\n")
-    w("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
+    w("\\bottomrule\n\\end{tabular}\n")
+    for note in footnotes(table, "latex"):
+        w(f"\\par\\footnotesize {note}\n")
+    w("\\end{table}\n")
     return out.getvalue()
 
 
@@ -172,12 +211,13 @@ def to_markdown(table: BuiltTable) -> str:
         _md(c.header) + (f" ({c.unit})" if c.unit else "") for c in cols]
     lines = ["| " + " | ".join(heads) + " |",
              "|" + "|".join(["---"] * len(_header(table)) + ["---:"] * len(cols)) + "|"]
-    for row, cells in table.rows:
-        parts = [_md(x) for x in _lead(table, row)]
+    for i, (_, cells) in enumerate(table.rows):
+        parts = [_md(x) for x in _lead(table, i, "markdown")]
         parts += [_cell_text(cells[c.name], c.digits, MARKDOWN) for c in cols]
         lines.append("| " + " | ".join(parts) + " |")
+    notes = "".join(f"\n{note}\n" for note in footnotes(table, "markdown"))
     return (f"**{table.spec.name.replace('table', 'Table ')}.** {_md(caption(table))}\n\n"
-            + "\n".join(lines) + "\n")
+            + "\n".join(lines) + "\n" + notes)
 
 
 def to_csv(table: BuiltTable) -> str:
@@ -185,13 +225,15 @@ def to_csv(table: BuiltTable) -> str:
     writer = csv.writer(out)
     cols = table.spec.columns
     writer.writerow(["row", "method", "datasets"]
-                    + [f"{c.name}{suffix}" for c in cols for suffix in ("", "_std", "_paper")])
-    for row, cells in table.rows:
+                    + [f"{c.name}{suffix}" for c in cols for suffix in ("", "_std", "_paper")]
+                    + ["did_not_learn"])
+    for i, (row, cells) in enumerate(table.rows):
         vals = []
         for c in cols:
             cell = cells[c.name]
             vals += ["" if v is None else f"{v:.6g}" for v in (cell.mean, cell.std, cell.paper)]
-        writer.writerow([row.paper, _md(row.label), row.datasets, *vals])
+        writer.writerow([row.paper, _md(row.label), row.datasets, *vals,
+                         "; ".join(table.flags.get(i, []))])
     return out.getvalue()
 
 
