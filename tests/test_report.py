@@ -169,3 +169,49 @@ def test_report_and_figures_from_the_store(world):
     tex = (results / "table1.tex").read_text()
     _check_latex(tex, 11)
     assert "stand-in" in tex and "Profile: smoke" in tex
+
+
+class LearningSource(StubSource):
+    """TextZoom val numbers for the did-it-learn flags: bicubic 20 dB, the recognizer on the LR
+    40%; an SR model at 18 dB read at 30% (below both), another at 21 dB read at 60%."""
+
+    def evaluation(self, method):
+        if method.split != "val":
+            return {"average": {"accuracy_weighted": 0.5, "psnr": 20.0, "ssim": 0.7}}
+        if method.run is None:
+            val = {"psnr": 20.0, "accuracy": None}
+        elif method.run.model == "crnn":
+            val = {"psnr": None, "accuracy": 0.40}
+        else:
+            val = {"psnr": method.run.steps / 100, "accuracy": (method.run.steps - 1500) / 1000}
+        return {"splits": {"val": val}}
+
+
+def test_rows_worse_than_doing_nothing_get_a_dagger_and_a_footnote():
+    from image_bench.experiments.config import RunConfig
+
+    crnn = RunConfig("crnn", "synth", "smoke", 3, 4)
+    bad, good = (RunConfig("tpgsr", "textzoom", "smoke", steps, 4) for steps in (1800, 2100))
+
+    def rows(seed):
+        return [Row("CRNN", "-", "S", Method(crnn)),
+                Row("Bad$^1$", "-", "S+L", Method(bad, crnn)),
+                Row("Good$^1$", "-", "S+L", Method(good, crnn))]
+
+    def values(row, src):
+        return {"psnr": src.evaluation(row.method)["average"]["psnr"]}
+
+    spec = TableSpec("stn", "Flags.", [Column("psnr", "PSNR", "dB")], rows, values)
+    built = build_table(spec, LearningSource(), seeds=[0])
+    assert list(built.flags) == [1]
+    assert built.flags[1] == [
+        "SR output below bicubic on TextZoom val (18.00 < 20.00 dB)",
+        "reads worse than CRNN (S) on the plain LR on TextZoom val (30.0% < 40.0%)"]
+    md = to_markdown(built)
+    assert "| Bad¹† | S+L |" in md and "| Good¹ | S+L |" in md
+    assert "† Bad¹ did not learn" in md and "(18.00 < 20.00 dB)" in md
+    tex = to_latex(built)
+    assert "Bad$^1$$^\\dagger$ & S+L" in tex and "(30.0\\% $<$ 40.0\\%)" in tex
+    lines = to_csv(built).splitlines()
+    assert lines[0].endswith(",did_not_learn") and lines[3].endswith(",")
+    assert "below bicubic" in lines[2]

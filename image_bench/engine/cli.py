@@ -157,11 +157,10 @@ def _gru_rows(device: str | None) -> list[dict]:
 def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint):
     """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json."""
     from rich.console import Console
-    from rich.table import Table
 
     from image_bench.data import datasets
     from image_bench.engine.checkpoint import load_model
-    from image_bench.engine.evaluate import default_device
+    from image_bench.engine.evaluate import Bicubic, default_device
     from image_bench.engine.evaluate import evaluate as run_eval
     from image_bench.experiments.profiles import get_profile
 
@@ -176,29 +175,54 @@ def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint
     splits = {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
     bs = batch_size or get_profile(cfg.profile).eval_batch
     res = run_eval(model, splits, recognizer=rec, batch_size=bs, device=dev)
+    if res["average"].get("psnr") is not None:  # an SR output: show what doing nothing gives
+        res["bicubic"] = run_eval(Bicubic(), splits, batch_size=bs, device=dev)
     res["run"] = {"key": cfg.key(), "checkpoint": str(run_dir / checkpoint),
                   "recognizer": str(rec_dir) if rec_dir else None}
     out = run_dir / f"eval-{data.replace('/', '_')}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1, default=str))
     os.replace(tmp, out)
-    table = Table(title=f"{cfg.model} on {data} ({cfg.key()})")
-    for col in ("split", "count", "accuracy", "1-NED", "PSNR", "SSIM"):
+    Console().print(eval_table(res, f"{cfg.model} on {data} ({cfg.key()})"))
+    click.echo(f"written: {out}")
+
+
+def eval_table(res: dict, title: str):
+    """The per-split table `eval` prints; an SR model's PSNR/SSIM sit beside bicubic's, and a
+    value below bicubic is marked, so a model worse than doing nothing shows at once."""
+    from rich.table import Table
+
+    bicubic = res.get("bicubic")
+    table = Table(title=title)
+    cols = ["split", "count", "accuracy", "1-NED", "PSNR", "SSIM"]
+    if bicubic:
+        cols = [*cols[:5], "PSNR bicubic", "SSIM", "SSIM bicubic"]
+    for col in cols:
         table.add_column(col, justify="right")
 
     def fmt(v, pct=False):
         return "-" if v is None else (f"{100 * v:.2f}" if pct else f"{v:.4f}")
 
+    def fidelity(value, base):
+        """The model's value (marked when below bicubic's), then bicubic's when there is one."""
+        if bicubic is None:
+            return [fmt(value)]
+        below = value is not None and base is not None and value < base
+        return [fmt(value) + (" (below bicubic)" if below else ""), fmt(base)]
+
+    def row(label, count, r, b, acc, ned, psnr="psnr", ssim="ssim"):
+        cells = [label, count, fmt(r[acc], True), fmt(r[ned], True) if ned else ""]
+        cells += fidelity(r[psnr], b and b[psnr])
+        cells += fidelity(r[ssim], b and b[ssim])
+        table.add_row(*cells)
+
     for name, r in res["splits"].items():
-        table.add_row(name, str(r["count"]), fmt(r["accuracy"], True), fmt(r["ned"], True),
-                      fmt(r["psnr"]), fmt(r["ssim"]))
+        row(name, str(r["count"]), r, bicubic and bicubic["splits"][name], "accuracy", "ned")
     a = res["average"]
-    table.add_row("weighted avg", str(a["count"]), fmt(a["accuracy_weighted"], True),
-                  fmt(a["ned_weighted"], True), fmt(a["psnr"]), fmt(a["ssim"]))
-    table.add_row("plain mean", "", fmt(a["accuracy_mean"], True), "", fmt(a["psnr_mean"]),
-                  fmt(a["ssim_mean"]))
-    Console().print(table)
-    click.echo(f"written: {out}")
+    b = bicubic and bicubic["average"]
+    row("weighted avg", str(a["count"]), a, b, "accuracy_weighted", "ned_weighted")
+    row("plain mean", "", a, b, "accuracy_mean", None, "psnr_mean", "ssim_mean")
+    return table
 
 
 @click.command()

@@ -19,11 +19,24 @@ import math
 from collections import defaultdict
 
 import torch
+import torch.nn.functional as F
 
 from image_bench import charset
 from image_bench.metrics.accuracy import normalized_edit_distance, word_correct
 from image_bench.metrics.image_quality import psnr, psnr_per_image, ssim, ssim_per_image
+from image_bench.models.base import BenchModel, ModelOutput
 from image_bench.models.recognizer import resize_for_recognizer
+
+
+class Bicubic(BenchModel):
+    """The LR image bicubic-upsampled to HR size (no clamping, as the originals): Table 1's row 1
+    and the baseline every SR model is read beside, scored by the same evaluator."""
+
+    kind = "sr"
+
+    def forward(self, lr):
+        return ModelOutput(sr=F.interpolate(lr, size=(2 * lr.shape[-2], 2 * lr.shape[-1]),
+                                            mode="bicubic", align_corners=False))
 
 
 def default_device() -> torch.device:

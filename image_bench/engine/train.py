@@ -138,32 +138,53 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 def plot_losses(log_path: Path, png_path: Path, title: str) -> None:
+    """The run's curves side by side: training loss (log scale), and against the same steps the
+    validation PSNR (dB, with bicubic's when the log has it) and word accuracy (%, from 0), or a
+    helper network's validation loss."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in _read_log(log_path) if r.get("event") == "step"]
+    log = _read_log(log_path)
+    rows = [r for r in log if r.get("event") == "step"]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7, 4))
-    keys = [k for k in rows[-1]["terms"]]
+    val = [r for r in log if r.get("event") == "val"]
+    bicubic = next((r["psnr"] for r in log if r.get("event") == "val_bicubic"), None)
+    panels = [(k, label) for k, label in (("psnr", "val PSNR (dB)"),
+                                          ("accuracy", "val word accuracy (%)"),
+                                          ("val_loss", "val loss"))
+              if any(r.get(k) is not None for r in val)]
+    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(4.2 * (1 + len(panels)), 3.4),
+                             squeeze=False)
+    ax = axes[0][0]
     steps = [r["step"] for r in rows]
     ax.plot(steps, [r["loss"] for r in rows], label="loss (total)", lw=1.5)
+    keys = list(rows[-1]["terms"])
     if len(keys) > 1:
         for k in keys:
             ax.plot(steps, [r["terms"].get(k, float("nan")) for r in rows], label=k, lw=0.8)
     if all(r["loss"] > 0 for r in rows):
         ax.set_yscale("log")
-    val = [r for r in _read_log(log_path) if r.get("event") == "val"]
-    if val:
-        ax2 = ax.twinx()
-        ax2.plot([r["step"] for r in val], [r["score"] for r in val], "k.--", label="val score")
-        ax2.set_ylabel("val score")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("training loss")
     ax.legend(fontsize=7, loc="upper right")
+    for (key, label), ax in zip(panels, axes[0][1:]):
+        points = [(r["step"], r[key]) for r in val if r.get(key) is not None]
+        xs = [x for x, _ in points]
+        ys = [100 * y if key == "accuracy" else y for _, y in points]
+        ax.plot(xs, ys, "o-", color="k", ms=3, label="model")
+        if key == "psnr" and bicubic is not None:
+            ax.axhline(bicubic, color="tab:red", ls="--", lw=1, label=f"bicubic {bicubic:.2f}")
+            ax.legend(fontsize=7, loc="lower right")
+        if key == "accuracy":
+            ax.set_ylim(0, max(10.0, 1.1 * max(ys)))
+        ax.set_xlim(0, max(steps[-1], xs[-1]) * 1.02)
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     tmp = png_path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=100)
@@ -217,6 +238,15 @@ def _val_loss(model, val_rs: ResidentSet, batch_size: int, device: torch.device)
         total += float(sum(t.float() for t in terms.values())) * len(idx)
         n += len(idx)
     return total / n
+
+
+def bicubic_on(val_ts, batch_size: int, device: torch.device) -> dict:
+    """PSNR/SSIM of the bicubic LR on the validation split: the line an SR model must clear."""
+    from image_bench.engine.evaluate import Bicubic, evaluate
+
+    res = evaluate(Bicubic(), {"val": val_ts}, batch_size=batch_size,
+                   device=str(device))["splits"]["val"]
+    return {"psnr": res["psnr"], "ssim": res["ssim"]}
 
 
 def validate(model, val_ts, val_rs, batch_size: int, device: torch.device) -> dict:
@@ -426,6 +456,10 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
                    val_identity=dict(getattr(val_ts, "identity", {}) or {}) if val_ts else None)
         _write_json(run_dir / "env.json", env)
         _truncate_log(log_path, start)
+        if start == 0 and val_ts is not None and model.kind in ("sr", "joint") \
+                and val_ts.hr is not None:
+            events.append({"event": "val_bicubic", "step": 0,
+                           **bicubic_on(val_ts, cfg.batch_size, device)})
         with log_path.open("a") as f:
             for e in events:
                 f.write(json.dumps(e) + "\n")

@@ -26,16 +26,15 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.markup import escape
 
+from image_bench.engine.evaluate import Bicubic
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.plan import Plan, stage_of
 from image_bench.experiments.profiles import Profile, get_profile
 from image_bench.experiments.provenance import provenance
 from image_bench.experiments.store import RunStore, StoreError, atomic_write_text, spec_key
 from image_bench.experiments.tables import TEST_SPLITS, Method
-from image_bench.models.base import BenchModel, ModelOutput
 
 TRAIN_SPLITS = {"synth": ("train", "val"), "textzoom": ("train", "val")}
 TRAINING_ONLY_KWARGS = ("lr_fraction", "clue_losses")
@@ -129,17 +128,6 @@ class DataIndex:
             index = self._read()
             index[slot] = entry
             atomic_write_text(self.path, json.dumps(index, indent=1, sort_keys=True) + "\n")
-
-
-class Bicubic(BenchModel):
-    """Table 1 row 1: the LR image bicubic-upsampled to HR size (no clamping, as the originals),
-    scored by the same evaluator as every other method."""
-
-    kind = "sr"
-
-    def forward(self, lr):
-        return ModelOutput(sr=F.interpolate(lr, size=(32, 128), mode="bicubic",
-                                            align_corners=False))
 
 
 class Runner:
