@@ -11,45 +11,28 @@ from pathlib import Path
 import click
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string: --set model=crnn
-
-
 def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed: int):
     """A RunConfig from the profile's schedule for this stage, then the --set overrides.
 
     Stage by data set and model kind: helper networks (kind 'aux') use ``helper_steps``,
     training on ``synth`` is pretraining ("S"), anything else fine-tuning ("S+L"/STISR).
     ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
-    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``).
+    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``),
+    checked against the field's or keyword's type (engine/cli_checks.py).
     """
+    from image_bench.engine.cli_checks import check_model, check_profile, parse_sets
     from image_bench.experiments.config import RunConfig
-    from image_bench.experiments.profiles import get_profile
-    from image_bench.models.base import model_class
 
-    p = get_profile(profile)
-    kind = getattr(model_class(model), "kind", "sr")
+    p = check_profile(profile)
+    kind = getattr(check_model(model), "kind", "sr")
     if kind == "aux":
         steps, batch = p.helper_steps, p.pretrain_batch
     elif data == "synth":
         steps, batch = p.pretrain_steps, p.pretrain_batch
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
-    fields = {"steps": steps, "batch_size": batch, "seed": seed}
-    kwargs = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        key, value = item.split("=", 1)
-        if key in ("steps", "batch_size", "seed", "lr"):
-            fields[key] = _parse_value(value)
-        elif key in ("model", "data", "profile"):
-            raise click.BadParameter(f"{key} is an argument of its own", param_hint="--set")
-        else:
-            kwargs[key.removeprefix("model_kwargs.")] = _parse_value(value)
+    overrides, kwargs = parse_sets(model, sets)
+    fields = {"steps": steps, "batch_size": batch, "seed": seed, **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
 
 
@@ -89,6 +72,11 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
           no_cuda_graph):
     """Train MODEL on --data; resumes when the run folder holds a checkpoint. SIGTERM or Ctrl-C
     saves the step in flight (exit 143 / 130)."""
+    from image_bench.engine.cli_checks import check_run_dir, check_train_data
+
+    # every check before the run folder exists, and before torchrun starts copies of us
+    check_train_data(data)
+    cfg = make_config(model, data, profile, sets, seed)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         argv, skip = [], False
         for arg in sys.argv[2:]:  # everything after 'train', minus --devices
@@ -108,7 +96,6 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
     from image_bench.engine.train import train_run
     from image_bench.experiments.config import RunConfig
 
-    cfg = make_config(model, data, profile, sets, seed)
     helper_cfgs, helper_ckpts = {}, {}
     for item in helpers:
         role, _, path = item.partition("=")
@@ -124,6 +111,7 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
         cfg = cfg.with_(helpers=helper_cfgs)
     assert isinstance(cfg, RunConfig)
     run_dir = run_dir or Path("runs") / f"{model}-{data}-{cfg.key()}"
+    check_run_dir(run_dir, cfg)
     best = train_run(cfg, run_dir, init_checkpoint=init_ckpt, helper_checkpoints=helper_ckpts,
                      device=device, compile=compile_, cuda_graph=not no_cuda_graph)
     if int(os.environ.get("RANK", "0")) == 0:
