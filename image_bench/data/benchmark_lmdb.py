@@ -47,7 +47,7 @@ class BenchmarkLMDB(TextZoomLMDB):
 READERS = {"textzoom": TextZoomLMDB, "benchmark": BenchmarkLMDB}
 DESCRIPTIONS = {
     "textzoom": "TextZoom format (image_lr-/image_hr-%09d)",
-    "benchmark": "STR benchmark format (image-%09d, LR-only)",
+    "benchmark": "STR benchmark format (image-%09d)",
 }
 
 

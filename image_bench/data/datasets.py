@@ -193,8 +193,17 @@ def decode_lmdb(path: Path, workers: int | None = None, scratch: Path | None = N
             np.memmap(hr_file, np.uint8, "w+", shape=(n, 3, 32, 128)).flush()
         jobs = [(str(path), s, min(s + step, n), str(lr_file), hr_file and str(hr_file), n)
                 for s in range(0, n, step)]
-        with mp.get_context("fork").Pool(workers) as pool:
+        # close + join, not the context manager's terminate(): a terminated worker gets SIGTERM,
+        # which the stop handler it inherited (engine/interrupt.py) turns into a traceback
+        pool = mp.get_context("fork").Pool(workers)
+        try:
             parts = pool.map(_decode_range, jobs)
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.close()
+            pool.join()
         lr = torch.from_numpy(np.fromfile(lr_file, np.uint8).reshape(n, 3, 16, 64))
         hr = (torch.from_numpy(np.fromfile(hr_file, np.uint8).reshape(n, 3, 32, 128))
               if hr_file else None)

@@ -62,7 +62,8 @@ class Subset:
     has_hr: bool
 
     def describe(self) -> str:
-        return f"{self.name}: {DESCRIPTIONS[self.format]}, {self.records} records"
+        kind = "LR+HR" if self.has_hr else "LR-only"
+        return f"{self.name}: {DESCRIPTIONS[self.format]}, {self.records} records, {kind}"
 
 
 def inspect_lmdbs(path: str | os.PathLike) -> list[Subset]:

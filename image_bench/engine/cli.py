@@ -133,40 +133,72 @@ def _gru_rows(device: str | None) -> list[dict]:
     return [*bench_srb_grus(torch.bfloat16), *bench_srb_grus(None)]
 
 
+def _eval_splits(data: str, split_names: tuple[str, ...], cfg) -> tuple[str, dict]:
+    """(set label, {row name: TensorSet}) of --data: a named set's test splits, or the LMDBs
+    at or under a path (one row per subset), each announced with its format and count."""
+    from image_bench.data import datasets, paths
+    from image_bench.engine.cli_checks import check_eval_data
+    from image_bench.usage import UsageError
+
+    subsets = check_eval_data(data)
+    known = ([s for s in datasets.splits(data) if s not in ("train", "val")] if subsets is None
+             else [s.name for s in subsets])
+    allowed = datasets.splits(data) if subsets is None else known  # a name's train/val too
+    unknown = [s for s in split_names if s not in allowed]
+    if unknown:
+        raise UsageError(f"--split {unknown[0]}: {data} has {', '.join(allowed)}")
+    names = list(split_names) or known
+    if subsets is None:
+        return data, {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
+    label = paths.set_name(data)
+    click.echo(f"{data}: {len(subsets)} LMDB(s), each image read as LR 64x16 (PIL bicubic, "
+               "aspect not kept)")
+    splits = {}
+    for sub in subsets:
+        if sub.name in names:
+            ts = splits[sub.name] = paths.load_subset(sub, label)
+            skipped = ts.identity["dropped"]
+            click.echo(f"  {sub.describe()}; {len(ts)} scored" + (
+                f", {skipped} skipped (label normalises to nothing)" if skipped else ""))
+    return label, splits
+
+
 @click.command(name="eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data", required=True, help="Data set to evaluate on (its test splits).")
-@click.option("--split", "split_names", multiple=True, help="Splits (default: all but train/val).")
+@click.option("--data", required=True,
+              help="A data set name (its test splits) or a path: an LMDB, or a folder of LMDBs "
+                   "(one row per subset), in TextZoom's or the STR benchmark format.")
+@click.option("--split", "split_names", multiple=True,
+              help="Splits or subsets (default: all but train/val).")
 @click.option("--recognizer", "rec_dir", type=click.Path(exists=True, path_type=Path),
               default=None, help="Run folder of the recognizer that reads an SR model's output.")
 @click.option("--batch-size", default=None, type=int, help="Default: the profile's eval batch.")
 @click.option("--device", default=None)
 @click.option("--checkpoint", default="best.pt", show_default=True)
 def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint):
-    """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json."""
+    """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json
+    (for a path, eval-<its folder's name>.json)."""
     from rich.console import Console
     from rich.table import Table
 
-    from image_bench.data import datasets
     from image_bench.engine.checkpoint import load_model
     from image_bench.engine.evaluate import default_device
     from image_bench.engine.evaluate import evaluate as run_eval
     from image_bench.experiments.profiles import get_profile
 
     cfg, helper_ckpts = _run_inputs(run_dir)
+    label, splits = _eval_splits(data, split_names, cfg)
     dev = device or str(default_device())
     model = load_model(cfg, run_dir / checkpoint, device=dev, helper_checkpoints=helper_ckpts)
     rec = None
     if rec_dir is not None:
         rcfg, rhelpers = _run_inputs(rec_dir)
         rec = load_model(rcfg, rec_dir / "best.pt", device=dev, helper_checkpoints=rhelpers)
-    names = list(split_names) or [s for s in datasets.splits(data) if s not in ("train", "val")]
-    splits = {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
     bs = batch_size or get_profile(cfg.profile).eval_batch
     res = run_eval(model, splits, recognizer=rec, batch_size=bs, device=dev)
     res["run"] = {"key": cfg.key(), "checkpoint": str(run_dir / checkpoint),
                   "recognizer": str(rec_dir) if rec_dir else None}
-    out = run_dir / f"eval-{data.replace('/', '_')}.json"
+    out = run_dir / f"eval-{label.replace('/', '_')}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1, default=str))
     os.replace(tmp, out)

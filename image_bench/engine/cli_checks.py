@@ -187,7 +187,7 @@ def check_train_data(data: str) -> None:
                      "nor an existing path")
 
 
-def check_data_path(data: str):
+def check_data_path(data: str, option: str = "--data"):
     """The subsets (``paths.Subset``) of a ``--data`` path, or a usage error naming it."""
     from image_bench.data.lmdb_format import DataError
     from image_bench.data.paths import inspect_lmdbs
@@ -195,11 +195,11 @@ def check_data_path(data: str):
     try:
         return inspect_lmdbs(data)
     except DataError as err:
-        raise UsageError(f"--data {data}: {err.message}" if err.path == str(Path(data))
-                         else f"--data {data}: {err}") from None
+        raise UsageError(f"{option} {data}: {err.message}" if err.path == str(Path(data))
+                         else f"{option} {data}: {err}") from None
 
 
-def check_eval_data(data: str):
+def check_eval_data(data: str, option: str = "--data"):
     """A known set name (returns None) or a path holding LMDBs (returns its subsets)."""
     from image_bench.data import datasets
     from image_bench.data.paths import is_name
@@ -207,9 +207,9 @@ def check_eval_data(data: str):
     if is_name(data):
         return None
     if not Path(data).exists():
-        raise UsageError(f"--data {data!r}: neither a data set name "
+        raise UsageError(f"{option} {data!r}: neither a data set name "
                          f"({', '.join(datasets.SPLITS)}) nor an existing path")
-    return check_data_path(data)
+    return check_data_path(data, option)
 
 
 def check_run_dir(run_dir: Path, cfg) -> None:
