@@ -89,7 +89,10 @@ def decode_image(buf: bytes, size: tuple[int, int], *, path="<bytes>", key=None)
             if im.size != size:
                 im = im.resize(size, Image.BICUBIC)
             return np.array(im, dtype=np.uint8)  # writable: torch.from_numpy needs it
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        raise DataError(path, key, f"undecodable image ({len(buf)} bytes): not a format PIL "
+                                   "can identify") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DataError(path, key, f"undecodable image ({len(buf)} bytes): {err}") from err
 
 
