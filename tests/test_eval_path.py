@@ -96,3 +96,17 @@ def test_suite_models_evaluate_on_a_benchmark_path(tmp_path, model):
     assert all(r["accuracy"] is not None and r["psnr"] is None for r in out["splits"].values())
     if model == "image-1":  # IMAGE's intermediate p_1 is scored too
         assert "p_1" in out["average"]["steps"]
+
+
+def test_a_subset_with_nothing_to_score_is_left_out(tmp_path):
+    root = tmp_path / "bench"
+    write_benchmark(root / "A", [("dark", encode(crop(50, 20, 5)))])
+    write_benchmark(root / "B", [("?!", encode(crop(50, 20, 5))), ("", encode(crop(9, 9, 5)))])
+    run = make_run(tmp_path / "rec", "test-brightness")
+    res = _eval(run, root)
+    assert "B: STR benchmark format (image-%09d), 2 records, LR-only; 0 scored, 2 skipped" \
+           " (label normalises to nothing); left out: nothing to score" in res.output
+    out = json.loads((run / "eval-bench.json").read_text())
+    assert list(out["splits"]) == ["A"] and out["splits"]["A"]["accuracy"] == 1.0
+    only_b = CliRunner().invoke(main, ["eval", str(run), "--data", str(root / "B")])
+    assert only_b.exit_code == 1 and "no record with a scorable label" in only_b.output

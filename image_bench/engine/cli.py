@@ -156,10 +156,15 @@ def _eval_splits(data: str, split_names: tuple[str, ...], cfg) -> tuple[str, dic
     splits = {}
     for sub in subsets:
         if sub.name in names:
-            ts = splits[sub.name] = paths.load_subset(sub, label)
+            ts = paths.load_subset(sub, label)
             skipped = ts.identity["dropped"]
             click.echo(f"  {sub.describe()}; {len(ts)} scored" + (
-                f", {skipped} skipped (label normalises to nothing)" if skipped else ""))
+                f", {skipped} skipped (label normalises to nothing)" if skipped else "") + (
+                "; left out: nothing to score" if len(ts) == 0 else ""))
+            if len(ts):
+                splits[sub.name] = ts
+    if not splits:
+        raise click.ClickException(f"{data}: no record with a scorable label")
     return label, splits
 
 
