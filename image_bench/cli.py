@@ -13,9 +13,12 @@ from image_bench.engine.interrupt import Stopped, stop_signals
 # name -> (module, attribute, one-line help shown by `image-bench --help`)
 COMMANDS = {
     "data": ("image_bench.data.cli", "data",
-             "Make, import, check and show TextZoom-format data sets."),
+             "Make, import, check and show data sets (TextZoom or STR benchmark LMDBs)."),
     "train": ("image_bench.engine.cli", "train", "Train one model on one data set (resumable)."),
-    "eval": ("image_bench.engine.cli", "evaluate", "Evaluate a trained run on a data set."),
+    "eval": ("image_bench.engine.cli", "evaluate",
+             "Evaluate a trained run on a data set (a name, or a path to LMDBs)."),
+    "read": ("image_bench.engine.read", "read",
+             "Read your own images with a trained run: PATH<TAB>TEXT lines, SR images."),
     "bench": ("image_bench.engine.cli", "bench", "Latency and throughput, eager and optimized."),
     "cost": ("image_bench.metrics.cost", "cost", "Parameters and FLOPs (MACs) of a model."),
     "run": ("image_bench.experiments.cli", "run",
@@ -59,7 +62,8 @@ def main():
     SVTR, TG, TPGSR, C3-STISR) and regenerate the IMAGE paper's tables from your own runs.
 
     Data sets are named (synth, textzoom, ic15-352). Without --data-root (or IMAGE_BENCH_DATA)
-    they resolve to stand-ins that the suite generates, and every table says so.
+    they resolve to stand-ins that the suite generates, and every table says so. eval, data info
+    and data show also take a path to LMDBs (TextZoom's or the STR benchmark format).
     """
 
 

@@ -15,8 +15,8 @@ from image_bench.models.recognizer import Recognizer
 class BenchRec(Recognizer):
     input_size = (16, 64)
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, lr_fraction: float = 0.0):
+        super().__init__(lr_fraction)
         self.head = nn.Linear(3 * 16, 37)
 
     def forward(self, images):

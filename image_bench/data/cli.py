@@ -1,4 +1,5 @@
-"""``image-bench data``: make, import, check and show TextZoom-format data sets."""
+"""``image-bench data``: make, import, check and show data sets (TextZoom's LMDB format;
+info and show also read the STR benchmark format)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from image_bench.data.lmdb_format import DataError
 
 @click.group("data")
 def data():
-    """Make, import, check and show TextZoom-format data sets."""
+    """Make, import, check and show data sets (TextZoom-format LMDBs; info and show also
+    read the STR benchmark format)."""
 
 
 @data.command("make")
@@ -73,42 +75,61 @@ def import_(image_dir, labels, hr_dir, out, allow_unicode, overwrite):
 @click.argument("path", type=click.Path(exists=True))
 @click.option("--ascii", "ascii_only", is_flag=True, help="Also require ASCII labels.")
 def info(path, ascii_only):
-    """Counts of every LMDB at or under PATH; decodes every record, exits 1 on a bad one."""
-    from image_bench.data.lmdb_format import TextZoomLMDB
+    """Format and counts of every LMDB at or under PATH (TextZoom's format or the STR benchmark
+    format, detected); decodes every record, exits 1 on a bad one."""
+    from image_bench.charset import normalize
+    from image_bench.data.benchmark_lmdb import DESCRIPTIONS, open_lmdb
+    from image_bench.data.paths import find_lmdbs
+    from image_bench.usage import UsageError
 
-    root = Path(path)
-    envs = [root] if (root / "data.mdb").is_file() else sorted(
-        p.parent for p in root.rglob("data.mdb"))
-    if not envs:
-        click.echo(f"error: {root}: no LMDB environment (data.mdb) at or under it", err=True)
-        sys.exit(1)
+    try:
+        envs = list(find_lmdbs(path).values())
+    except DataError as err:
+        raise UsageError(str(err)) from None
     for env in envs:
         try:
-            with TextZoomLMDB(env, ascii_only=ascii_only) as db:
+            with open_lmdb(env, ascii_only=ascii_only) as db:
                 db.check()
+                unscorable = sum(not normalize(rec.label) for rec in db.records())
                 kind = "LR+HR" if db.has_hr else "LR-only"
-                click.echo(f"{env}: {len(db)} records, {kind}, all decode; "
-                           f"hash {db.content_hash()[:16]}")
+                note = (f"; {unscorable} label(s) normalise to nothing (skipped when used)"
+                        if unscorable else "")
+                click.echo(f"{env}: {DESCRIPTIONS[db.FORMAT]}, {len(db)} records, {kind}, all "
+                           f"decode{note}; hash {db.content_hash()[:16]}")
         except DataError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(1)
 
 
 @data.command("show")
-@click.argument("name", type=click.Choice(["synth", "textzoom", "ic15-352"]))
+@click.argument("name")
 @click.option("--profile", default="smoke", show_default=True)
 @click.option("--data-root", default=None, help="Real data root [default: $IMAGE_BENCH_DATA].")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--n", "count", default=16, show_default=True, help="Samples per split.")
 @click.option("--out", default="figures/data", show_default=True, type=click.Path(file_okay=False))
 def show(name, profile, data_root, seed, count, out):
-    """Write a PNG grid of LR / HR / label samples for every split of NAME."""
+    """Write a PNG grid of LR / HR / label samples for every split of NAME: a data set name
+    (synth, textzoom, ic15-352) or a path to an LMDB or a folder of them (a grid per subset)."""
     from image_bench.data.datasets import resolve, splits
+    from image_bench.data.paths import load_subset, set_name
     from image_bench.data.show import grid
+    from image_bench.engine.cli_checks import check_eval_data
 
+    subsets = check_eval_data(name, option="NAME")
     Path(out).mkdir(parents=True, exist_ok=True)
-    for split in splits(name):
-        ts = resolve(name, split, profile, data_root=data_root, seed=seed)
-        path = Path(out) / f"{name}-{split.replace('/', '-')}.png"
+    if subsets is None:
+        label = name
+        sets = [resolve(name, split, profile, data_root=data_root, seed=seed)
+                for split in splits(name)]
+    else:
+        label = set_name(name)
+        for sub in subsets:
+            click.echo(sub.describe())
+        sets = [load_subset(sub, label) for sub in subsets]
+    for ts in sets:
+        split = ts.identity["split"]
+        stem = label if split == label else f"{label}-{split}"
+        path = Path(out) / f"{stem.replace('/', '-')}.png"
         grid(ts, count).save(path)
         click.echo(f"{path}  ({ts.identity['source']}, {ts.identity['count']} samples)")

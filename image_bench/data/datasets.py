@@ -39,7 +39,8 @@ import numpy as np
 import torch
 
 from image_bench.charset import normalize
-from image_bench.data.lmdb_format import DataError, TextZoomLMDB
+from image_bench.data.benchmark_lmdb import open_lmdb
+from image_bench.data.lmdb_format import DataError
 from image_bench.data.make import file_lock, make_set, read_manifest
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ SPLITS = {
 TEXTZOOM_VAL_FRACTION = 0.02
 TEXTZOOM_VAL_MIN = 32
 VAL_SEED = 20240611  # fixed: the held-out part never depends on the run's seed
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: RGBA and 16-bit images decoded by lmdb_format.to_rgb
 
 
 @dataclass
@@ -120,7 +121,7 @@ def _split_parts(name: str, split: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # decoding with a cache
 # ----------------------------------------------------------------------------------------------
-def _real_hash(path: Path) -> str:
+def lmdb_hash(path: Path) -> str:
     """Content hash of a real LMDB, remembered per (size, mtime) of its data.mdb."""
     st = (path / "data.mdb").stat()
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
@@ -130,7 +131,7 @@ def _real_hash(path: Path) -> str:
         saved = json.loads(memo.read_text())
         if saved.get("stamp") == stamp:
             return saved["hash"]
-    with TextZoomLMDB(path) as db:
+    with open_lmdb(path) as db:
         digest = db.content_hash()
     memo.parent.mkdir(parents=True, exist_ok=True)
     memo.write_text(json.dumps({"path": str(path), "stamp": stamp, "hash": digest}))
@@ -146,7 +147,7 @@ def _decode_range(args) -> list[str]:
         lr_out = np.memmap(lr_file, np.uint8, "r+", shape=(n, 3, 16, 64))
         hr_out = np.memmap(hr_file, np.uint8, "r+", shape=(n, 3, 32, 128)) if hr_file else None
     labels = []
-    with TextZoomLMDB(path) as db:
+    with open_lmdb(path) as db:
         for rec in db.records(start + 1, stop + 1):
             lr, hr, label = db.decode(rec)
             lr_out[rec.index - 1] = lr.transpose(2, 0, 1)
@@ -170,7 +171,7 @@ def decode_lmdb(path: Path, workers: int | None = None, scratch: Path | None = N
     Parallel workers write into memory-mapped scratch files on disk (not /dev/shm, which is
     small in many containers), so no pixels travel through pipes.
     """
-    with TextZoomLMDB(path) as db:
+    with open_lmdb(path) as db:
         n, has_hr = len(db), db.has_hr
     workers = min(workers or os.cpu_count() or 1, max(1, n // 2000))
     step = max(1, -(-n // (workers * 4)))
@@ -192,8 +193,17 @@ def decode_lmdb(path: Path, workers: int | None = None, scratch: Path | None = N
             np.memmap(hr_file, np.uint8, "w+", shape=(n, 3, 32, 128)).flush()
         jobs = [(str(path), s, min(s + step, n), str(lr_file), hr_file and str(hr_file), n)
                 for s in range(0, n, step)]
-        with mp.get_context("fork").Pool(workers) as pool:
+        # close + join, not the context manager's terminate(): a terminated worker gets SIGTERM,
+        # which the stop handler it inherited (engine/interrupt.py) turns into a traceback
+        pool = mp.get_context("fork").Pool(workers)
+        try:
             parts = pool.map(_decode_range, jobs)
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.close()
+            pool.join()
         lr = torch.from_numpy(np.fromfile(lr_file, np.uint8).reshape(n, 3, 16, 64))
         hr = (torch.from_numpy(np.fromfile(hr_file, np.uint8).reshape(n, 3, 32, 128))
               if hr_file else None)
@@ -208,20 +218,44 @@ def load_lmdb(path: Path, digest: str, cache_dir: Path) -> tuple[torch.Tensor, t
                                                                   list[str]]:
     """Decoded tensors of one LMDB, from ``cache_dir/decoded-<hash>.pt`` when present."""
     cache = cache_dir / f"decoded-{digest[:32]}.pt"
-    if cache.is_file():
-        blob = torch.load(cache, mmap=True, weights_only=True)
-        if blob.get("format") == CACHE_FORMAT and blob.get("hash") == digest:
-            return blob["lr"], blob["hr"], list(blob["labels"])
-    with file_lock(cache_dir / f".decoded-{digest[:32]}.lock"):
-        if cache.is_file():  # another process finished while we waited
+
+    def cached():
+        if cache.is_file():
             blob = torch.load(cache, mmap=True, weights_only=True)
-            return blob["lr"], blob["hr"], list(blob["labels"])
+            if blob.get("format") == CACHE_FORMAT and blob.get("hash") == digest:
+                return blob["lr"], blob["hr"], list(blob["labels"])
+        return None
+
+    found = cached()
+    if found is not None:
+        return found
+    with file_lock(cache_dir / f".decoded-{digest[:32]}.lock"):
+        found = cached()  # another process may have finished while we waited
+        if found is not None:
+            return found
         lr, hr, labels = decode_lmdb(path, scratch=cache_dir)
         tmp = cache.with_suffix(f".tmp-{os.getpid()}")
         torch.save({"format": CACHE_FORMAT, "hash": digest, "lr": lr, "hr": hr,
                     "labels": labels}, tmp)
         os.replace(tmp, cache)
     return lr, hr, labels
+
+
+def keep_scorable(lr: torch.Tensor, hr: torch.Tensor | None, labels: list[str],
+                  index: np.ndarray | None = None):
+    """The samples at ``index`` (default: all) whose label normalises to something.
+
+    Returns (lr, hr, labels, dropped): a word that normalises to nothing cannot be scored nor
+    trained on (module docstring)."""
+    index = np.arange(len(labels)) if index is None else index
+    keep = np.array([i for i in index if normalize(labels[i])], dtype=np.int64)
+    dropped = len(index) - len(keep)
+    if len(keep) != len(labels):
+        sel = torch.from_numpy(keep)
+        lr = lr.index_select(0, sel)
+        hr = hr.index_select(0, sel) if hr is not None else None
+        labels = [labels[i] for i in keep]
+    return lr, hr, labels, dropped
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,7 +282,7 @@ def resolve(name: str, split: str, profile: str = "smoke", *, data_root: str | N
         if missing:
             raise DataError(dirs[missing[0]], None,
                             f"the real {name} set under {root} lacks split {missing[0]!r}")
-        hashes = {p: _real_hash(dirs[p]) for p in parts}
+        hashes = {p: lmdb_hash(dirs[p]) for p in parts}
         cache_dirs = {p: cache_root() / "decoded" for p in parts}
     else:
         source, used_profile = "stand-in", profile
@@ -272,16 +306,10 @@ def resolve(name: str, split: str, profile: str = "smoke", *, data_root: str | N
     if name == "textzoom" and split in ("train", "val"):
         val = textzoom_val_indices(len(labels))
         index = val if split == "val" else np.setdiff1d(index, val)
-    keep = np.array([i for i in index if normalize(labels[i])], dtype=np.int64)
-    dropped = len(index) - len(keep)
+    lr, hr, labels, dropped = keep_scorable(lr, hr, labels, index)
     if dropped:
         log.warning("%s/%s: dropped %d of %d samples whose label normalises to nothing",
                     name, split, dropped, len(index))
-    if len(keep) != len(labels):
-        sel = torch.from_numpy(keep)
-        lr = lr.index_select(0, sel)
-        hr = hr.index_select(0, sel) if hr is not None else None
-        labels = [labels[i] for i in keep]
     if len(parts) > 1:  # textzoom train/val: both LMDBs plus the rule that splits them
         rule = f"val:{TEXTZOOM_VAL_FRACTION}/{TEXTZOOM_VAL_MIN}/{VAL_SEED}"
         digest = hashlib.sha256(f"{name}/{split}:{hashes[parts[0]]}+{hashes[parts[1]]}:{rule}"

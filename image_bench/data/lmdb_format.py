@@ -8,8 +8,10 @@ and 1-based:
 - ``image_hr-%09d`` / ``image_lr-%09d``: encoded image bytes (any PIL-readable codec) at their
   native size. An LR-only set (IC15-352) has no ``image_hr`` keys.
 
-At load time images are decoded to RGB and resized with PIL BICUBIC to HR 128x32 and LR 64x16
-(W x H), as every STISR repository's collate function does.
+At load time images are converted to RGB (:func:`to_rgb`) and resized with PIL BICUBIC to HR
+128x32 and LR 64x16 (W x H), aspect ratio not kept, as every STISR repository's collate function
+does. This is the one resize of the suite: the STR benchmark format (``benchmark_lmdb``) and
+``image-bench read`` go through the same :func:`decode_image`.
 
 Every problem raises :class:`DataError`, which names the environment and the key.
 """
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import lmdb
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 HR_SIZE = (128, 32)  # PIL (W, H)
 LR_SIZE = (64, 16)
@@ -57,15 +59,40 @@ class DataError(Exception):
         self.message = message
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An 8-bit RGB view of any PIL image, as a person would see it.
+
+    Plain ``convert('RGB')`` is wrong for three kinds of files people have: transparency (text
+    drawn on a transparent background turns into black on black), 16-bit and 32-bit grey (PIL
+    clips the values above 255 to white), and photos stored sideways with an EXIF orientation.
+    """
+    im = ImageOps.exif_transpose(im)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(im, dtype=np.float64)
+        # a 16-bit file spans 0..65535; an 'I' or 'F' image that already lies in 0..255 stays
+        top = 65535.0 if im.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        im = Image.fromarray(np.clip(values * (255.0 / top), 0, 255).round().astype(np.uint8))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        im = im.convert("RGBA")
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(white, im)
+    return im.convert("RGB") if im.mode != "RGB" else im
+
+
 def decode_image(buf: bytes, size: tuple[int, int], *, path="<bytes>", key=None) -> np.ndarray:
-    """Decode to RGB and bicubic-resize to ``size`` (W, H); returns uint8 (H, W, 3)."""
+    """Decode to RGB (:func:`to_rgb`) and bicubic-resize to ``size`` (W, H); uint8 (H, W, 3)."""
     try:
         with Image.open(io.BytesIO(buf)) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             if im.size != size:
                 im = im.resize(size, Image.BICUBIC)
             return np.array(im, dtype=np.uint8)  # writable: torch.from_numpy needs it
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except UnidentifiedImageError as err:
+        raise DataError(path, key, f"undecodable image ({len(buf)} bytes): not a format PIL "
+                                   "can identify") from err
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DataError(path, key, f"undecodable image ({len(buf)} bytes): {err}") from err
 
 
@@ -184,36 +211,56 @@ class Record:
     hr: bytes | None
 
 
+def open_environment(path: str | os.PathLike) -> lmdb.Environment:
+    """Open an LMDB environment read-only, after checking it is one and is not cut off.
+
+    ``lock=False``: published data sets come without ``lock.mdb``, often in read-only folders,
+    and nothing writes while the suite reads.
+    """
+    path = Path(path)
+    data = path / "data.mdb"
+    if not path.is_dir():
+        raise DataError(path, None, "not a directory (expected an LMDB environment "
+                                    "directory holding data.mdb)")
+    if not data.is_file():
+        raise DataError(path, None, "no data.mdb here: not an LMDB environment")
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False,
+                        subdir=True, max_readers=512)
+    except lmdb.Error as err:
+        raise DataError(path, None, f"corrupt or not an LMDB environment: {err}") from err
+    # A cut-off data.mdb opens fine but faults (SIGBUS) when a page past the end is mapped:
+    # check the file covers every page the environment claims before reading anything.
+    info, stat = env.info(), env.stat()
+    needed = (info["last_pgno"] + 1) * stat["psize"]
+    actual = data.stat().st_size
+    if actual < needed:
+        env.close()
+        raise DataError(path, None, f"truncated environment: data.mdb holds {actual} "
+                                    f"bytes, its pages need {needed}")
+    return env
+
+
 class TextZoomLMDB:
     """Read-only view of one TextZoom-format split.
 
     Opening validates the environment (an LMDB at all, not cut off, ``num-samples`` present and
-    consistent with the records); :meth:`check` decodes every record.
+    consistent with the records); :meth:`check` decodes every record. Subclasses read other key
+    layouts (``benchmark_lmdb.BenchmarkLMDB``) by overriding the class attributes below.
     """
+
+    FORMAT = "textzoom"
+    # the keys of record i's images; no HR key: an LR-only format
+    lr_key = staticmethod(lr_key)
+    hr_key: staticmethod | None = staticmethod(hr_key)
+    # TextZoom sets are written by the suite, whose writer refuses empty labels, so one here is
+    # a broken file; read-only published sets may hold them (see BenchmarkLMDB).
+    empty_labels_ok = False
 
     def __init__(self, path: str | os.PathLike, *, ascii_only: bool = False):
         self.path = Path(path)
         self.ascii_only = ascii_only
-        data = self.path / "data.mdb"
-        if not self.path.is_dir():
-            raise DataError(self.path, None, "not a directory (expected an LMDB environment "
-                                             "directory holding data.mdb)")
-        if not data.is_file():
-            raise DataError(self.path, None, "no data.mdb here: not an LMDB environment")
-        try:
-            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False,
-                                  meminit=False, subdir=True, max_readers=512)
-        except lmdb.Error as err:
-            raise DataError(self.path, None, f"corrupt or not an LMDB environment: {err}") from err
-        # A cut-off data.mdb opens fine but faults (SIGBUS) when a page past the end is mapped:
-        # check the file covers every page the environment claims before reading anything.
-        info, stat = self._env.info(), self._env.stat()
-        needed = (info["last_pgno"] + 1) * stat["psize"]
-        actual = data.stat().st_size
-        if actual < needed:
-            self._env.close()
-            raise DataError(self.path, None, f"truncated environment: data.mdb holds {actual} "
-                                             f"bytes, its pages need {needed}")
+        self._env = open_environment(self.path)
         self.num_samples, self.has_hr = self._read_header()
 
     # -- header --------------------------------------------------------------------------------
@@ -240,9 +287,9 @@ class TextZoomLMDB:
             except lmdb.Error as err:
                 raise DataError(self.path, None, f"corrupt environment: {err}") from err
             if n > 0:
-                for key in (label_key(1), lr_key(1), label_key(n), lr_key(n)):
+                for key in (label_key(1), self.lr_key(1), label_key(n), self.lr_key(n)):
                     self._get(txn, key)
-                has_hr = txn.get(hr_key(1)) is not None
+                has_hr = self.hr_key is not None and txn.get(self.hr_key(1)) is not None
             else:
                 has_hr = False
             # records beyond num-samples mean it disagrees with the data
@@ -278,9 +325,10 @@ class TextZoomLMDB:
             label = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise DataError(self.path, key, f"label is not UTF-8: {raw[:40]!r}") from err
-        check_label(label, path=self.path, key=key, ascii_only=self.ascii_only)
-        hr = self._get(txn, hr_key(index)) if self.has_hr else None
-        lr = self._get(txn, lr_key(index))
+        if label or not self.empty_labels_ok:
+            check_label(label, path=self.path, key=key, ascii_only=self.ascii_only)
+        hr = self._get(txn, self.hr_key(index)) if self.has_hr else None
+        lr = self._get(txn, self.lr_key(index))
         return Record(index, label, bytes(lr), None if hr is None else bytes(hr))
 
     def records(self, start: int = 1, stop: int | None = None) -> Iterator[Record]:
@@ -296,10 +344,10 @@ class TextZoomLMDB:
         return self.decode(rec)
 
     def decode(self, rec: Record) -> tuple[np.ndarray, np.ndarray | None, str]:
-        lr = decode_image(rec.lr, LR_SIZE, path=self.path, key=lr_key(rec.index))
+        lr = decode_image(rec.lr, LR_SIZE, path=self.path, key=self.lr_key(rec.index))
         hr = None
         if rec.hr is not None:
-            hr = decode_image(rec.hr, HR_SIZE, path=self.path, key=hr_key(rec.index))
+            hr = decode_image(rec.hr, HR_SIZE, path=self.path, key=self.hr_key(rec.index))
         return lr, hr, rec.label
 
     def content_hash(self) -> str:
@@ -312,8 +360,8 @@ class TextZoomLMDB:
 
         with self._env.begin() as txn:
             for index in range(1, self.num_samples + 1):
-                keys = [label_key(index)] + ([hr_key(index)] if self.has_hr else [])
-                for key in keys + [lr_key(index)]:
+                keys = [label_key(index)] + ([self.hr_key(index)] if self.has_hr else [])
+                for key in keys + [self.lr_key(index)]:
                     put(key, bytes(self._get(txn, key)))
             put(NUM_KEY, bytes(self._get(txn, NUM_KEY)))
         return h.hexdigest()

@@ -11,45 +11,28 @@ from pathlib import Path
 import click
 
 
-def _parse_value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text  # a bare string: --set model=crnn
-
-
 def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed: int):
     """A RunConfig from the profile's schedule for this stage, then the --set overrides.
 
     Stage by data set and model kind: helper networks (kind 'aux') use ``helper_steps``,
     training on ``synth`` is pretraining ("S"), anything else fine-tuning ("S+L"/STISR).
     ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
-    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``).
+    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``),
+    checked against the field's or keyword's type (engine/cli_checks.py).
     """
+    from image_bench.engine.cli_checks import check_model, check_profile, parse_sets
     from image_bench.experiments.config import RunConfig
-    from image_bench.experiments.profiles import get_profile
-    from image_bench.models.base import model_class
 
-    p = get_profile(profile)
-    kind = getattr(model_class(model), "kind", "sr")
+    p = check_profile(profile)
+    kind = getattr(check_model(model), "kind", "sr")
     if kind == "aux":
         steps, batch = p.helper_steps, p.pretrain_batch
     elif data == "synth":
         steps, batch = p.pretrain_steps, p.pretrain_batch
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
-    fields = {"steps": steps, "batch_size": batch, "seed": seed}
-    kwargs = {}
-    for item in sets:
-        if "=" not in item:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        key, value = item.split("=", 1)
-        if key in ("steps", "batch_size", "seed", "lr"):
-            fields[key] = _parse_value(value)
-        elif key in ("model", "data", "profile"):
-            raise click.BadParameter(f"{key} is an argument of its own", param_hint="--set")
-        else:
-            kwargs[key.removeprefix("model_kwargs.")] = _parse_value(value)
+    overrides, kwargs = parse_sets(model, sets)
+    fields = {"steps": steps, "batch_size": batch, "seed": seed, **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
 
 
@@ -89,6 +72,11 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
           no_cuda_graph):
     """Train MODEL on --data; resumes when the run folder holds a checkpoint. SIGTERM or Ctrl-C
     saves the step in flight (exit 143 / 130)."""
+    from image_bench.engine.cli_checks import check_run_dir, check_train_data
+
+    # every check before the run folder exists, and before torchrun starts copies of us
+    check_train_data(data)
+    cfg = make_config(model, data, profile, sets, seed)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         argv, skip = [], False
         for arg in sys.argv[2:]:  # everything after 'train', minus --devices
@@ -108,7 +96,6 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
     from image_bench.engine.train import train_run
     from image_bench.experiments.config import RunConfig
 
-    cfg = make_config(model, data, profile, sets, seed)
     helper_cfgs, helper_ckpts = {}, {}
     for item in helpers:
         role, _, path = item.partition("=")
@@ -124,6 +111,7 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
         cfg = cfg.with_(helpers=helper_cfgs)
     assert isinstance(cfg, RunConfig)
     run_dir = run_dir or Path("runs") / f"{model}-{data}-{cfg.key()}"
+    check_run_dir(run_dir, cfg)
     best = train_run(cfg, run_dir, init_checkpoint=init_ckpt, helper_checkpoints=helper_ckpts,
                      device=device, compile=compile_, cuda_graph=not no_cuda_graph)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -145,41 +133,78 @@ def _gru_rows(device: str | None) -> list[dict]:
     return [*bench_srb_grus(torch.bfloat16), *bench_srb_grus(None)]
 
 
+def _eval_splits(data: str, split_names: tuple[str, ...], cfg) -> tuple[str, dict]:
+    """(set label, {row name: TensorSet}) of --data: a named set's test splits, or the LMDBs
+    at or under a path (one row per subset), each announced with its format and count."""
+    from image_bench.data import datasets, paths
+    from image_bench.engine.cli_checks import check_eval_data
+    from image_bench.usage import UsageError
+
+    subsets = check_eval_data(data)
+    known = ([s for s in datasets.splits(data) if s not in ("train", "val")] if subsets is None
+             else [s.name for s in subsets])
+    allowed = datasets.splits(data) if subsets is None else known  # a name's train/val too
+    unknown = [s for s in split_names if s not in allowed]
+    if unknown:
+        raise UsageError(f"--split {unknown[0]}: {data} has {', '.join(allowed)}")
+    names = list(split_names) or known
+    if subsets is None:
+        return data, {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
+    label = paths.set_name(data)
+    click.echo(f"{data}: {len(subsets)} LMDB(s), each image read as LR 64x16 (PIL bicubic, "
+               "aspect not kept)")
+    splits = {}
+    for sub in subsets:
+        if sub.name in names:
+            ts = paths.load_subset(sub, label)
+            skipped = ts.identity["dropped"]
+            click.echo(f"  {sub.describe()}; {len(ts)} scored" + (
+                f", {skipped} skipped (label normalises to nothing)" if skipped else "") + (
+                "; left out: nothing to score" if len(ts) == 0 else ""))
+            if len(ts):
+                splits[sub.name] = ts
+    if not splits:
+        raise click.ClickException(f"{data}: no record with a scorable label")
+    return label, splits
+
+
 @click.command(name="eval")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--data", required=True, help="Data set to evaluate on (its test splits).")
-@click.option("--split", "split_names", multiple=True, help="Splits (default: all but train/val).")
+@click.option("--data", required=True,
+              help="A data set name (its test splits) or a path: an LMDB, or a folder of LMDBs "
+                   "(one row per subset), in TextZoom's or the STR benchmark format.")
+@click.option("--split", "split_names", multiple=True,
+              help="Splits or subsets (default: all but train/val).")
 @click.option("--recognizer", "rec_dir", type=click.Path(exists=True, path_type=Path),
               default=None, help="Run folder of the recognizer that reads an SR model's output.")
 @click.option("--batch-size", default=None, type=int, help="Default: the profile's eval batch.")
 @click.option("--device", default=None)
 @click.option("--checkpoint", default="best.pt", show_default=True)
 def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint):
-    """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json."""
+    """Evaluate the run in RUN_DIR on the test splits of --data; writes eval-<data>.json
+    (for a path, eval-<its folder's name>.json)."""
     from rich.console import Console
 
-    from image_bench.data import datasets
     from image_bench.engine.checkpoint import load_model
     from image_bench.engine.evaluate import Bicubic, default_device
     from image_bench.engine.evaluate import evaluate as run_eval
     from image_bench.experiments.profiles import get_profile
 
     cfg, helper_ckpts = _run_inputs(run_dir)
+    label, splits = _eval_splits(data, split_names, cfg)
     dev = device or str(default_device())
     model = load_model(cfg, run_dir / checkpoint, device=dev, helper_checkpoints=helper_ckpts)
     rec = None
     if rec_dir is not None:
         rcfg, rhelpers = _run_inputs(rec_dir)
         rec = load_model(rcfg, rec_dir / "best.pt", device=dev, helper_checkpoints=rhelpers)
-    names = list(split_names) or [s for s in datasets.splits(data) if s not in ("train", "val")]
-    splits = {s: datasets.resolve(data, s, cfg.profile, seed=cfg.seed) for s in names}
     bs = batch_size or get_profile(cfg.profile).eval_batch
     res = run_eval(model, splits, recognizer=rec, batch_size=bs, device=dev)
     if res["average"].get("psnr") is not None:  # an SR output: show what doing nothing gives
         res["bicubic"] = run_eval(Bicubic(), splits, batch_size=bs, device=dev)
     res["run"] = {"key": cfg.key(), "checkpoint": str(run_dir / checkpoint),
                   "recognizer": str(rec_dir) if rec_dir else None}
-    out = run_dir / f"eval-{data.replace('/', '_')}.json"
+    out = run_dir / f"eval-{label.replace('/', '_')}.json"
     tmp = out.with_suffix(".tmp")
     tmp.write_text(json.dumps(res, indent=1, default=str))
     os.replace(tmp, out)
