@@ -355,10 +355,9 @@ STN_VARIANTS = ("none", "original", "identity")
 
 
 def _stn_kwargs(model: str, mode: str) -> dict:
-    """No kwarg for the model's default setting (the same run as the other tables), else one."""
-    from image_bench.models.base import model_class
-
-    return {} if mode == model_class(model).stn_default else {"stn": mode}
+    """The setting, named: the plan names the default too, so the row of the model's default
+    setting is the same run as the other tables'."""
+    return {"stn": mode}
 
 
 def stn_rows(plan: Plan) -> list[Row]:
