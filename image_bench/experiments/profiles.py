@@ -52,12 +52,12 @@ PROFILES = {
     # validation PSNR at 1,250 steps of 64 and then moved within 0.4 dB to 2,000 (without the
     # STN 20.9 dB at 3,000); TG without the STN still rose at 2,250; IMAGE-1 S reached 48% on
     # the TextZoom stand-in at 2,500 x 256; CRNN S read the LR at 24% after 1,000 steps of 256
-    # and 35% after 4,000. At the paper's lr (1e-4)
-    # CTC first predicts only blanks (CRNN leaves that phase after ~500 steps of 256, IMAGE-1
-    # after ~650). So: pretraining 1,500 x 256 (384k draws from 300k synth pairs), fine-tuning and
-    # STISR training 1,000 x 64 (3.7 epochs of the 17k TextZoom pairs), helpers 800 x 64. Still
-    # far shorter than the paper's schedules: the tables say "quick" in every caption, with the
-    # steps and batch, and `figures/loss/` shows where a curve had not flattened.
+    # and 35% after 4,000. At the paper's lr (1e-4) CTC first predicts only blanks (CRNN leaves
+    # that phase after ~500 steps of 256, IMAGE-1 after ~650). So: pretraining 1,500 x 256
+    # (384k draws from 300k synth pairs), fine-tuning and STISR training 1,000 x 64 (3.7 epochs
+    # of the 17k TextZoom pairs), helpers 800 x 64. Still far shorter than the paper's
+    # schedules: the tables say "quick" in every caption, with the steps and batch, and
+    # `figures/loss/` shows where a curve had not flattened.
     "quick": Profile("quick", synth_pairs=300_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,
                      pretrain_steps=1_500, pretrain_batch=256, finetune_steps=1_000,

@@ -354,23 +354,17 @@ def cumulative_flops(groups: dict, step: int) -> float:
 STN_VARIANTS = ("none", "original", "identity")
 
 
-def _stn_kwargs(model: str, mode: str) -> dict:
-    """The setting, named: the plan names the default too, so the row of the model's default
-    setting is the same run as the other tables'."""
-    return {"stn": mode}
-
-
 def stn_rows(plan: Plan) -> list[Row]:
     crnn_s = plan.recognizer("crnn", "S")
     rows = [Row("LR (bicubic)", "-", "-", Method(None)),
             Row("CRNN reading the LR", "-", "S", Method(crnn_s), cost=(crnn_s,))]
     for mode in STN_VARIANTS:
-        sr = plan.stisr("tpgsr", **_stn_kwargs("tpgsr", mode))
+        sr = plan.stisr("tpgsr", stn=mode)  # the default's row is the other tables' run
         rows.append(Row(f"TPGSR$^1$, STN {mode}", "-", "S+L", Method(sr, crnn_s),
                         cost=(sr, crnn_s)))
     for stage in ("S", "S+L"):
         for mode in STN_VARIANTS:
-            cfg = plan.image(1, stage, **_stn_kwargs("image-1", mode))
+            cfg = plan.image(1, stage, stn=mode)
             rows.append(Row(f"IMAGE-1, STN {mode}", "-", stage, Method(cfg), cost=(cfg,)))
     return rows
 
