@@ -107,9 +107,6 @@ class DataIndex:
     def train_hash(self, name: str) -> str:
         return self.info(name, TRAIN_SPLITS.get(name, ("train",)))["hash"]
 
-    def test_info(self, name: str) -> dict:
-        return self.info(name, TEST_SPLITS[name])
-
     def known(self) -> dict:
         return self._read()
 
