@@ -1,31 +1,26 @@
 #!/usr/bin/env bash
-# Issue 26, item 3, on the device tool (carry .whl-en and .real, .real/ic15-train a copy of
-# ../shared/data/real/ic15-train): train CRNN, SVTR and IMAGE-1 on synth (S) and CRNN on
-# TextZoom (S+L) at the quick schedule, and read the real ICDAR 2015 training crops and the
-# stand-in IC15-352 with each. Each eval-<set>.json lands in its run folder; all are packed into
-# $OUT/real_ic15.tar.gz.
+# Issue 26, item 3, on the device (called by scripts/gpu_reproduce.sh once table1's runs are in
+# the store; .real/ic15-train a copy of ../shared/data/real/ic15-train): reads the real ICDAR
+# 2015 training crops and the stand-in IC15-352 with the table's trained recognizers (CRNN and
+# SVTR, S and S+L) and IMAGE (1 and 2, S and S+L). Each run's eval-ic15-train.json and
+# eval-ic15-352.json land in its run folder; runs/real/runs.tsv names the runs.
 set -uo pipefail
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl-en/*.whl || exit 1
-export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
-export IMAGE_BENCH_CACHE=$PWD/.cache/image-bench
-ib() { python3 -m image_bench.cli "$@"; }
-read_both() {
-  ib eval "$1" --data .real/ic15-train --device cuda 2>&1 | grep -v -i warn | tail -8
-  ib eval "$1" --data ic15-352 --device cuda 2>&1 | grep -v -i warn | tail -6
-}
+profile=${1:-quick}
 mkdir -p runs/real
-for m in crnn image-1 svtr; do
-  extra=(); [ "$m" = image-1 ] || extra=(--set lr_fraction=0.0)
-  ib train "$m" --data synth --profile quick "${extra[@]}" --run-dir "runs/real/$m-S" 2>&1 \
-    | grep -v -i warn | tail -2
-  read_both "runs/real/$m-S"
-  if [ "$m" = crnn ]; then
-    ib train crnn --data textzoom --profile quick --set lr_fraction=0.5 \
-      --init runs/real/crnn-S --run-dir runs/real/crnn-SL 2>&1 | grep -v -i warn | tail -2
-    read_both runs/real/crnn-SL
-  fi
-done
-mkdir -p "${OUT:-/tmp/out}"
-tar -czf "${OUT:-/tmp/out}/real_ic15.tar.gz" runs/real/*/eval-*.json runs/real/*/log.jsonl \
-    runs/real/*/config.json runs/real/*/env.json 2>/dev/null
+python3 - "$profile" > runs/real/runs.tsv <<'PY'
+import sys
+from image_bench.experiments.runner import Runner
+runner = Runner("runs/results", sys.argv[1], compute=False)
+plan = runner.plan()
+runs = {f"{m}-{s}": plan.recognizer(m, s) for m in ("crnn", "svtr") for s in ("S", "S+L")}
+runs.update({f"image-{n}-{s}": plan.image(n, s) for n in (1, 2) for s in ("S", "S+L")})
+for label, cfg in runs.items():
+    print(f"{label}\t{runner.run_dir(cfg)}")
+PY
+while IFS=$'\t' read -r label dir; do
+  [ -e "$dir/best.pt" ] || { echo "$label: no checkpoint in $dir"; continue; }
+  for data in .real/ic15-train ic15-352; do
+    python3 -m image_bench.cli eval "$dir" --data "$data" --device "${DEVICE:-cuda}" 2>&1 \
+      | grep -v -i warn | tail -3 | sed "s|^|$label $data: |"
+  done
+done < runs/real/runs.tsv
