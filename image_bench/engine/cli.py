@@ -188,7 +188,7 @@ def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint
     from image_bench.engine.checkpoint import load_model
     from image_bench.engine.evaluate import Bicubic, default_device
     from image_bench.engine.evaluate import evaluate as run_eval
-    from image_bench.experiments.profiles import get_profile
+    from image_bench.profiles import get_profile
 
     cfg, helper_ckpts = _run_inputs(run_dir)
     label, splits = _eval_splits(data, split_names, cfg)

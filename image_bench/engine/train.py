@@ -54,7 +54,7 @@ from image_bench.engine.step import (
     set_capturable,
 )
 from image_bench.experiments.config import RunConfig
-from image_bench.experiments.profiles import get_profile
+from image_bench.profiles import get_profile
 from image_bench.progress import progress_bar
 
 # Validation reads at most this many samples of the 'val' split (its first ones, a fixed set),
