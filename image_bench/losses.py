@@ -122,7 +122,7 @@ def _ctc_kernels(emit: torch.Tensor):
     float64, which the tests check the torch form in)."""
     if not emit.is_cuda or emit.dtype == torch.float64:
         return None
-    from image_bench.kernels import triton_module
+    from image_bench.accel.kernels import triton_module
 
     return triton_module("ctc")
 

@@ -26,15 +26,15 @@ from pathlib import Path
 
 import torch
 
-from image_bench.engine import fused_update
-from image_bench.engine.bench import build_bench_model, profile_kernels, time_call
-from image_bench.engine.fused_update import (
+from image_bench.accel.fused_update import (
     CHUNK,
     NUM_WARPS,
     FusedClipAdamW,
     reference_clip_adamw_,
 )
-from image_bench.engine.optimize import training_layout
+from image_bench.accel.optimize import training_layout
+from image_bench.engine import fused_update
+from image_bench.engine.bench import build_bench_model, profile_kernels, time_call
 from image_bench.engine.step import make_optimizer, optim_settings
 
 TOL = 1e-5

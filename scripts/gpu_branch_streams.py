@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import image_bench.engine.bench as bench
-from image_bench.engine.optimize import configure_cuda
+from image_bench.accel.optimize import configure_cuda
 
 
 def eager_grads(name: str, streams: bool, amp: bool, batch: int,

@@ -87,11 +87,11 @@ from torch import nn
 
 import image_bench.engine.bench as bench
 from image_bench import losses
+from image_bench.accel import aligned_block, attention, image_parts, pixel_shuffle, tail_conv, vit
+from image_bench.accel.optimize import compile_regions, configure_cuda
+from image_bench.accel.tail_conv import HeadConv2d, TailConv2d
 from image_bench.engine import fused_update
 from image_bench.engine.env import environment
-from image_bench.engine.optimize import compile_regions, configure_cuda
-from image_bench.models import aligned_block, attention, image_parts, pixel_shuffle, tail_conv, vit
-from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 WRITTEN_OUT = vit.Attention.forward  # the suite's attention (models.attention.attend)
 
@@ -211,7 +211,7 @@ def use_variant(name: str) -> None:
     tail_conv._SPLIT_CONV = gather_split_conv() if "gathertail" in name.split("-") else SPLIT_CONV
     bench.fuse_blocks_for_inference = (lambda model: 0) if "nofuse" in name else FUSE
     if torch.cuda.is_available():
-        from image_bench.kernels import block_kernels
+        from image_bench.accel.kernels import block_kernels
 
         tokens = name.split("-")
         block_kernels.PDL = False if "nopdl" in tokens else None

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from image_bench.accel.fused_block import InferenceBlock, fused_block_applies
 from image_bench.engine.bench import _cuda_graph, time_call
 from image_bench.engine.env import environment
-from image_bench.models.fused_block import InferenceBlock, fused_block_applies
 from image_bench.models.vit import Block
 
 CASES = [  # (batch, tokens, dim, heads)
@@ -77,7 +77,7 @@ def speed(batch: int, tokens: int) -> dict:
 def tile_widths(tokens: int = 32) -> list[dict]:
     """One block at batch 1 with the launches' column tiles at 64 or 32 (BLOCK_N of the linear
     launches, ATTN_BLOCK_N of the attention launch): narrower tiles, more programs."""
-    from image_bench.kernels import block_kernels as bk
+    from image_bench.accel.kernels import block_kernels as bk
 
     block = _random_block(196, 4)
     x = torch.randn(1, tokens, 196, device="cuda", dtype=torch.bfloat16)
@@ -100,7 +100,7 @@ def tile_widths(tokens: int = 32) -> list[dict]:
 def pdl_on_off(tokens: int = 32) -> list[dict]:
     """One block at batch 1 with programmatic dependent launch on and off
     (``block_kernels.PDL``), in a CUDA graph and eagerly."""
-    from image_bench.kernels import block_kernels as bk
+    from image_bench.accel.kernels import block_kernels as bk
 
     block = _random_block(196, 4)
     x = torch.randn(1, tokens, 196, device="cuda", dtype=torch.bfloat16)

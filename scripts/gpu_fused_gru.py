@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from image_bench.kernels import bigru
-from image_bench.kernels import fused_gru as fg
-from image_bench.models import gru as dispatch
+from image_bench.accel import gru as dispatch
+from image_bench.accel.kernels import bigru
+from image_bench.accel.kernels import fused_gru as fg
 from image_bench.models.srb import SRB
 
 OUT = Path(os.environ.get("OUT", "gpu_out"))
@@ -509,7 +509,7 @@ def main() -> int:
         if "srb" in parts:
             srb_part(device, args.smoke)
         if "api" in parts and not args.smoke:  # the helper that `image-bench bench` calls
-            from image_bench.kernels.gru_bench import bench_srb_grus
+            from image_bench.accel.kernels.gru_bench import bench_srb_grus
 
             for row in bench_srb_grus():
                 log(f"gru_bench.bench_srb_grus: {row}")

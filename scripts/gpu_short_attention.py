@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from image_bench.kernels import short_attention as sa
+from image_bench.accel.kernels import short_attention as sa
 from image_bench.models import attention
 
 TOL = 1e-2

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
+from image_bench.accel.optimize import configure_cuda
 from image_bench.engine.bench import _training_setup, top_kernels, training_speed
 from image_bench.engine.env import environment
-from image_bench.engine.optimize import configure_cuda
 
 VARIANTS = {
     "eager": {"compile": False, "cuda_graph": False},

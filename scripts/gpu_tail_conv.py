@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from image_bench.accel.tail_conv import HeadConv2d, TailConv2d, split_conv2d
 from image_bench.engine.bench import time_call
 from image_bench.engine.env import environment
 from image_bench.models import tail_conv
-from image_bench.models.tail_conv import HeadConv2d, TailConv2d, split_conv2d
 
 CASES = [  # (batch, in, out, height, width, kernel)
     (256, 64, 3, 32, 128, 9), (256, 64, 4, 32, 128, 9), (1, 64, 3, 32, 128, 9),
@@ -72,7 +72,7 @@ def check(case, amp: bool, channels_last: bool = False, cls=TailConv2d) -> dict:
 def gather_split_conv():
     """The split convolution whose backward builds grad_z (``gather_shifted``), for the speed
     comparison: ``split_conv2d`` with the Triton shifted sum in an autograd Function."""
-    from image_bench.kernels import shifted_planes as kernels
+    from image_bench.accel.kernels import shifted_planes as kernels
 
     class SumShifted(torch.autograd.Function):
         @staticmethod
@@ -120,7 +120,7 @@ def speed(case, backward: bool, cls=TailConv2d) -> dict:
 
 def sweep() -> list[dict]:
     """The backward kernels alone over their block settings (median of 30 timed calls, ms)."""
-    from image_bench.kernels import shifted_planes as kernels
+    from image_bench.accel.kernels import shifted_planes as kernels
 
     n, c, o, h, w, k = CASES[0]
     g = torch.randn(n, o, h, w, device="cuda", dtype=torch.bfloat16)

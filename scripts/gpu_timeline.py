@@ -23,7 +23,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import image_bench.engine.bench as bench
-from image_bench.engine.optimize import configure_cuda
+from image_bench.accel.optimize import configure_cuda
 from scripts.gpu_explore import use_variant
 
 

@@ -17,7 +17,7 @@ import time
 import torch
 
 from image_bench import charset
-from image_bench.engine.optimize import (
+from image_bench.accel.optimize import (
     compile_regions,
     configure_cuda,
     training_layout,

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from image_bench.engine.optimize import align_blocks
-from image_bench.models import aligned_block
-from image_bench.models.aligned_block import aligned, needs_alignment, split_count, weight_grad
+from image_bench.accel import aligned_block
+from image_bench.accel.aligned_block import aligned, needs_alignment, split_count, weight_grad
+from image_bench.accel.optimize import align_blocks
 from image_bench.models.image import IMAGE
 from image_bench.models.vit import Block, PatchEmbed
 
@@ -84,7 +84,7 @@ def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_pat
 
 
 def test_sr_parts_are_regions_only_when_asked():
-    from image_bench.engine.optimize import region_types
+    from image_bench.accel.optimize import region_types
     from image_bench.models.srb import SRB
     from image_bench.models.stn import STN
 
@@ -100,7 +100,7 @@ def test_patch_embedding_refuses_an_input_of_the_wrong_size():
 
 
 def test_training_compiles_sr_parts_and_combo_kernels_only_for_long_runs(monkeypatch):
-    from image_bench.engine import optimize
+    from image_bench.accel import optimize
 
     real = optimize.compile_regions
     calls = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.models.fused_block import (
+from image_bench.accel.fused_block import (
     InferenceBlock,
     fuse_blocks_for_inference,
     fused_block_applies,

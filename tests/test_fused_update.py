@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from image_bench.engine.fused_update import (
+from image_bench.accel.fused_update import (
     FusedClipAdamW,
     _storage_flat,
     reference_clip_adamw_,

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from image_bench import charset
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import training_layout, training_streams
 from image_bench.engine.data import ResidentSet
-from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import training_layout, training_streams
 from image_bench.engine.step import (
     StepModule,
     Stepper,

@@ -172,7 +172,7 @@ def test_svtr_blocks_compile_once_per_shape_not_per_drop_rate():
 def test_svtr_compiles_only_where_the_schedule_repays_it():
     """SVTR's measured break-even (~450k samples, H100): a pretraining of 1,500 x 256 trains it
     eagerly, the quick (2,500 x 256) and paper profiles' compile; IMAGE always compiles."""
-    from image_bench.engine.optimize import compile_pays
+    from image_bench.accel.optimize import compile_pays
     from image_bench.models.image import IMAGE
     from image_bench.profiles import get_profile
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.tail_conv import (
+from image_bench.accel.tail_conv import (
     HeadConv2d,
     ReferenceKernels,
     TailConv2d,
@@ -103,7 +103,7 @@ def test_wide_convs_refuse_an_even_kernel(cls):
 @pytest.mark.parametrize("scale", [2, 3])
 def test_shuffled_conv_is_conv_then_pixel_shuffle(layout, scale):
     """Same values and gradients (float64) as Conv2d + PixelShuffle; channels_last stays so."""
-    from image_bench.models.pixel_shuffle import ShuffledConv2d
+    from image_bench.accel.pixel_shuffle import ShuffledConv2d
 
     torch.manual_seed(0)
     conv = ShuffledConv2d(5, 4, scale).double().to(memory_format=layout)

@@ -30,18 +30,18 @@ from collections.abc import Callable
 
 import torch
 
-from image_bench.engine.checkpoint import build_by_name
-from image_bench.engine.env import environment
-from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import (
+from image_bench.accel.fused_block import fuse_blocks_for_inference
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import (
     compile_regions,
     configure_cuda,
     training_layout,
     training_streams,
 )
+from image_bench.engine.checkpoint import build_by_name
+from image_bench.engine.env import environment
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
-from image_bench.models.fused_block import fuse_blocks_for_inference
 from image_bench.models.recognizer import resize_for_recognizer
 
 

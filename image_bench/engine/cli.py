@@ -124,8 +124,8 @@ def _gru_rows(device: str | None) -> list[dict]:
 
     if not torch.cuda.is_available() or (device or "cuda").startswith("cpu"):
         return []
-    from image_bench.kernels.gru_bench import bench_srb_grus
-    from image_bench.models.gru import fused_gru_available
+    from image_bench.accel.gru import fused_gru_available
+    from image_bench.accel.kernels.gru_bench import bench_srb_grus
 
     if not fused_gru_available():
         click.echo("GRU alone: the fused GRU is unavailable (triton missing)", err=True)

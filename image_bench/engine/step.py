@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.engine.fused_update import FusedClipAdamW
+from image_bench.accel.fused_update import FusedClipAdamW
 from image_bench.models.base import BenchModel
 
 DEFAULT_LR = 1e-4  # the paper's AdamW learning rate (RunConfig's default)

@@ -26,6 +26,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import (
+    compile_for_training,
+    configure_cuda,
+    training_layout,
+    training_streams,
+)
 from image_bench.engine.checkpoint import (
     atomic_save,
     attach_helpers,
@@ -37,14 +44,7 @@ from image_bench.engine.checkpoint import (
 )
 from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
-from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import (
-    compile_for_training,
-    configure_cuda,
-    training_layout,
-    training_streams,
-)
 from image_bench.engine.step import (
     StepModule,
     Stepper,

@@ -47,13 +47,13 @@ import torch
 from torch import nn
 
 from image_bench import charset
+from image_bench.accel.branch_streams import OneStream, branch_streams
+from image_bench.accel.tail_conv import HeadConv2d
 from image_bench.losses import ctc_losses, tsrn_image_loss
 from image_bench.models.base import BenchModel, ModelOutput, register
-from image_bench.models.branch_streams import OneStream, branch_streams
 from image_bench.models.image_parts import ConvDecoder, Projector, TransformerStack, ViTEncoder
 from image_bench.models.srb import SRB
 from image_bench.models.stn import build_stn
-from image_bench.models.tail_conv import HeadConv2d
 
 LR_SIZE = (16, 64)
 HR_SIZE = (32, 128)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.pixel_shuffle import ShuffledConv2d
-from image_bench.models.tail_conv import TailConv2d
+from image_bench.accel.pixel_shuffle import ShuffledConv2d
+from image_bench.accel.tail_conv import TailConv2d
 from image_bench.models.vit import Block, PatchEmbed, init_transformer
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.models.gru import run_bigru
+from image_bench.accel.gru import run_bigru
 
 
 class GruBlock(nn.Module):

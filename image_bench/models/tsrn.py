@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.models.pixel_shuffle import ShuffledConv2d
+from image_bench.accel.pixel_shuffle import ShuffledConv2d
+from image_bench.accel.tail_conv import HeadConv2d, TailConv2d
 from image_bench.models.srb import SRB
 from image_bench.models.stn import build_stn
-from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 
 def add_text_mask(images: torch.Tensor) -> torch.Tensor:

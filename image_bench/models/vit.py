@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.aligned_block import aligned_block_forward, aligned_linear
-from image_bench.models.attention import attend
+from image_bench.accel.aligned_block import aligned_block_forward, aligned_linear
+from image_bench.accel.attention import attend
 
 
 class Attention(nn.Module):

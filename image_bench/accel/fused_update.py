@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
 
 # values of one parameter per program, and warps per program (H100, IMAGE-2's 1,462 tensors,
 # scripts/gpu_adamw.py --sweep: 2048/8 0.70 ms, 4096/8 0.99, 8192/8 1.14, 16384/8 1.28)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from image_bench.kernels import cuda_triton_module
-from image_bench.kernels.bigru import compute_dtype_for
-from image_bench.models.attention import attend
+from image_bench.accel.attention import attend
+from image_bench.accel.kernels import cuda_triton_module
+from image_bench.accel.kernels.bigru import compute_dtype_for
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
 # Rows (tokens x batch) per slice of a weight-gradient product; see weight_grad.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
 from image_bench.models.vit import Block
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)

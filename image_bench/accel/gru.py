@@ -1,7 +1,7 @@
 """How the SR blocks run their bidirectional GRUs.
 
 ``nn.GRU`` is the reference and the CPU path. On CUDA the fused Triton kernel of
-``image_bench.kernels.fused_gru`` takes over when it is available; it reads the very same
+``image_bench.accel.kernels.fused_gru`` takes over when it is available; it reads the very same
 ``nn.GRU`` parameters, so one state_dict serves both paths. That module imports triton, so it
 is imported here lazily, on the first CUDA call, and never on a CPU-only machine.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
 
 _fused = None  # the fused implementation: set by register_fused_gru or the lazy import below
 _supports = None  # its eligibility check (gru, x) -> bool, when it has one

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.kernels import cuda_triton_module
+from image_bench.accel.kernels import cuda_triton_module
 
 _fused_attention = True
 _kernels = cuda_triton_module("short_attention")  # at import: see cuda_triton_module

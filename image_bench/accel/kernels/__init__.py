@@ -27,8 +27,8 @@ import warnings
 
 @functools.cache
 def triton_module(name: str):
-    """``image_bench.kernels.<name>``, imported on first use; None, with one warning, where triton
-    is missing (the CPU build of torch), so the caller keeps its torch path."""
+    """``image_bench.accel.kernels.<name>``, imported on first use; None, with one warning, where
+    triton is missing (the CPU build of torch), so the caller keeps its torch path."""
     try:
         return importlib.import_module(f"{__name__}.{name}")
     except ImportError as err:

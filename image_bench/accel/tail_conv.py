@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.kernels import cuda_triton_module
-from image_bench.kernels.bigru import compute_dtype_for
+from image_bench.accel.kernels import cuda_triton_module
+from image_bench.accel.kernels.bigru import compute_dtype_for
 
 
 def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,

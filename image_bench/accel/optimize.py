@@ -87,7 +87,7 @@ def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool
 def align_blocks(model: nn.Module) -> int:
     """Switch the transformer blocks (and patch embeddings) whose widths are not multiples of 8
     to their aligned form (models/aligned_block.py); returns how many blocks."""
-    from image_bench.models.aligned_block import needs_alignment
+    from image_bench.accel.aligned_block import needs_alignment
     from image_bench.models.vit import Block, PatchEmbed
 
     count = 0
