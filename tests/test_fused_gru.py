@@ -1,7 +1,7 @@
 """CPU tests of the GRU dispatcher and of the math the fused CUDA GRU uses.
 
-The Triton kernels themselves run on the GPU (scripts/gpu_fused_gru.py, through the device
-tool). Here: the CPU fallback, the parameter packing the kernels read, and the split
+The Triton kernels themselves run on the GPU (``image-bench bench --check``, in the SRBs).
+Here: the CPU fallback, the parameter packing the kernels read, and the split
 forward/backward (input projection + recurrence + weight-gradient matmuls) with the torch
 reference recurrence, which mirrors the kernels line for line, against nn.GRU in float64.
 """

@@ -1,7 +1,7 @@
 """The fused clip + AdamW update (engine.fused_update) on the CPU: its arithmetic (the torch
 reference the Triton kernels follow) against clip_grad_norm_ + torch.optim.AdamW, its state in
 PyTorch's form, and the fallback where it does not apply. The kernels themselves run on the GPU:
-scripts/gpu_adamw.py."""
+``image-bench bench --check``."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The pieces that let a training step run as a CUDA graph, checked on the CPU: the sync-free
 CTC recursion against PyTorch's CTC, the capturable optimiser settings, device-side lengths.
-(The capture itself needs a GPU: scripts/gpu_step.py runs it on the device.)"""
+(The capture itself needs a GPU: ``image-bench bench`` runs it on the device.)"""
 
 from __future__ import annotations
 

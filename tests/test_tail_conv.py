@@ -1,6 +1,6 @@
 """CPU tests of the split tail convolution (``models.tail_conv``).
 
-The Triton shifted sum runs on the GPU (scripts/gpu_tail_conv.py, through the device tool). Here:
+The Triton shifted sum runs on the GPU (``image-bench bench --check``, in the models). Here:
 the decomposition it implements (one product to O*k*k planes, then a shifted sum) against
 ``F.conv2d`` in float64, forward and every gradient; the tail's and the head's autograd Functions
 the GPU runs, on the torch forms of their kernels (``ReferenceKernels``), same check; and that
