@@ -237,22 +237,23 @@ def is_same_conv(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
+def _swap_same_conv(conv: nn.Module, fast: type) -> bool:
+    if not is_same_conv(conv):
+        return False
+    swap_class(conv, fast)
+    return True
+
+
 def split_tail(conv: nn.Module) -> bool:
     """Swap a plain 'same' convolution (an SR tail, many -> few channels) for
     :class:`TailConv2d`; returns whether it did."""
-    if not is_same_conv(conv):
-        return False
-    swap_class(conv, TailConv2d)
-    return True
+    return _swap_same_conv(conv, TailConv2d)
 
 
 def split_head(conv: nn.Module) -> bool:
     """Swap a plain 'same' convolution (an SR head, few -> many channels) for
     :class:`HeadConv2d`; returns whether it did."""
-    if not is_same_conv(conv):
-        return False
-    swap_class(conv, HeadConv2d)
-    return True
+    return _swap_same_conv(conv, HeadConv2d)
 
 
 __all__ = ["HeadConv2d", "ReferenceKernels", "TailConv2d", "conv_functions", "split_conv2d",
