@@ -21,7 +21,7 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor)
     kernel on CUDA); it reads lengths on the host, and lengths on the GPU would cost one
     device-to-host sync per call. On the same GPU as the logits: :func:`ctc_nll`, a recursion of
     plain tensor ops that never syncs, so a whole training step can be captured as a CUDA graph
-    (``engine.graphed``).
+    (``accel.graphed``).
     """
     return ctc_losses([logits], targets, lengths)[0]
 

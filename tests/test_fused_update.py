@@ -1,4 +1,4 @@
-"""The fused clip + AdamW update (engine.fused_update) on the CPU: its arithmetic (the torch
+"""The fused clip + AdamW update (accel.fused_update) on the CPU: its arithmetic (the torch
 reference the Triton kernels follow) against clip_grad_norm_ + torch.optim.AdamW, its state in
 PyTorch's form, and the fallback where it does not apply. The kernels themselves run on the GPU:
 ``image-bench bench --check``."""

@@ -144,7 +144,7 @@ def test_written_out_attention_equals_sdpa(masked):
 
 def test_svtr_blocks_compile_once_per_shape_not_per_drop_rate():
     """Each block has its own stochastic-depth rate (linear schedule). Compiled block by block
-    (engine/optimize.py), the rate must be a graph input, not a constant: blocks of one shape and
+    (accel/optimize.py), the rate must be a graph input, not a constant: blocks of one shape and
     mixer share one graph, where a float rate cost one compilation per block."""
     from baselines.svtr import MixingBlock
     from image_bench.models.vit import Block  # noqa: F401 - region types import both

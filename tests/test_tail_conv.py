@@ -1,4 +1,4 @@
-"""CPU tests of the split tail convolution (``models.tail_conv``).
+"""CPU tests of the split tail convolution (``accel.tail_conv``).
 
 The Triton shifted sum runs on the GPU (``image-bench bench --check``, in the models). Here:
 the decomposition it implements (one product to O*k*k planes, then a shifted sum) against

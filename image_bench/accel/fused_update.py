@@ -13,7 +13,7 @@ and ``set_capturable`` work as before and a run can switch between this path and
   version concatenated the gradients into one buffer: ``torch.cat`` of 1,462 tensors took 2.0
   ms on the H100, more than the whole PyTorch update.)
 
-It needs what the graphed step needs anyway (``engine.graphed``): CUDA, fp32 parameters and a
+It needs what the graphed step needs anyway (``accel.graphed``): CUDA, fp32 parameters and a
 capturable optimiser (the learning rate a device tensor). ``FusedClipAdamW.supports`` says
 whether a given optimiser qualifies; :func:`reference_clip_adamw_` is the same update in torch
 ops, the CPU tests' check of the arithmetic.
@@ -180,7 +180,7 @@ class FusedClipAdamW:
             return rows.to(device), aligned
         if self._spare is None or self._spare.shape != rows.shape:
             raise RuntimeError("fused AdamW: no pinned table ready for this capture; an eager "
-                               "step must come first (engine.graphed.WARMUP_STEPS)")
+                               "step must come first (accel.graphed.WARMUP_STEPS)")
         pinned, self._spare = self._spare, None
         pinned.copy_(rows)
         self._captured.append(pinned)

@@ -155,7 +155,7 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
     if optimized and compile:
         try:
             t = time.perf_counter()
-            # Regional compilation (engine/optimize.py): repeated blocks one by one, so the large
+            # Regional compilation (accel/optimize.py): repeated blocks one by one, so the large
             # models compile in seconds; CUDA graphs below remove the remaining launch overhead.
             regions = sum(len(compile_regions(m)) for m in modules)
             base(model.example_input(1).to(device))  # compile now, fail here if it must
