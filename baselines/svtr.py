@@ -111,11 +111,6 @@ def _conv_bn_gelu(cin: int, cout: int) -> nn.Sequential:
 class SVTR(Recognizer):
     """SVTR with a CTC head; defaults are paper SVTR-B at 3x32x128."""
 
-    # H100, bf16, graphed step: compiling its 18 block regions takes ~27 s and lifts training
-    # from 6,258 to 9,994 samples/s, so it pays from 27 / (1/6,258 - 1/9,994) ~ 450k samples
-    # (the quick profile's pretraining is 256k: it cost 27 s and saved 13 s there).
-    compile_pays_from = 450_000
-
     def __init__(self, image_size: Sequence[int] = (32, 128), in_channels: int = 3,
                  dims: Sequence[int] = (128, 256, 384), depths: Sequence[int] = (3, 6, 9),
                  heads: Sequence[int] = (4, 8, 12), num_local: int = 8,

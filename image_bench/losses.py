@@ -21,7 +21,7 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor)
     kernel on CUDA); it reads lengths on the host, and lengths on the GPU would cost one
     device-to-host sync per call. On the same GPU as the logits: :func:`ctc_nll`, a recursion of
     plain tensor ops that never syncs, so a whole training step can be captured as a CUDA graph
-    (``engine.graphed``).
+    (``accel.graphed``).
     """
     return ctc_losses([logits], targets, lengths)[0]
 
@@ -65,7 +65,8 @@ def ctc_nll(log_probs: torch.Tensor, targets: torch.Tensor, lengths: torch.Tenso
     [alpha_{t-1}(s) + alpha_{t-1}(s-1) + alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2}]
     * y_t(l'_s); the likelihood P is alpha_{T-1}(2n) + alpha_{T-1}(2n-1) for a target of length
     n. The gradient is Graves' alpha-beta form (:class:`_CTCFromEmissions`), not autograd through
-    the T steps: on CUDA both directions are one Triton kernel each (``kernels.ctc``).
+    the T steps: on CUDA both directions are one Triton kernel each where the acceleration layer
+    installed them (``accel.kernels.ctc``, :func:`use_ctc_kernels`).
     """
     frames, batch, _ = log_probs.shape
     states = 2 * targets.shape[1] + 1
@@ -117,14 +118,23 @@ class _CTCFromEmissions(torch.autograd.Function):
         return _emit_grad(emit, skip, final, alpha, weight, nll), None, None
 
 
-def _ctc_kernels(emit: torch.Tensor):
-    """The Triton kernels for float32/bf16/fp16 emissions on CUDA; None elsewhere (the CPU, and
-    float64, which the tests check the torch form in)."""
-    if not emit.is_cuda or emit.dtype == torch.float64:
-        return None
-    from image_bench.kernels import triton_module
+_ctc_kernel_loader = None  # set by use_ctc_kernels (the acceleration layer)
 
-    return triton_module("ctc")
+
+def use_ctc_kernels(loader) -> None:
+    """Run :func:`ctc_nll`'s recursions through ``loader()`` (a module with ``alphas`` and
+    ``emit_grad``, or None) on CUDA; None turns it off. The losses sit below the acceleration
+    layer and do not import it: ``image_bench.accel`` installs its Triton kernels here."""
+    global _ctc_kernel_loader
+    _ctc_kernel_loader = loader
+
+
+def _ctc_kernels(emit: torch.Tensor):
+    """The installed kernels for float32/bf16/fp16 emissions on CUDA; None elsewhere (the CPU,
+    float64, which the tests check the torch form in, and where none are installed)."""
+    if _ctc_kernel_loader is None or not emit.is_cuda or emit.dtype == torch.float64:
+        return None
+    return _ctc_kernel_loader()
 
 
 def _alphas(emit: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -189,7 +199,7 @@ def compile_image_loss(enabled: bool = True) -> None:
     and their backward); compiled, a few fused kernels each way. IMAGE-2's training step, three
     SR outputs at batch 256, H100 (``scripts/gpu_explore.py`` ``eagerloss`` against ``base``, one
     call): 4,824 -> 4,950 and 4,977 samples/s.
-    ``engine.optimize.compile_regions`` turns it on with the SR parts."""
+    ``accel.optimize.compile_regions`` turns it on with the SR parts."""
     global _image_loss_compiled
     _image_loss_compiled = enabled
 

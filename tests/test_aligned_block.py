@@ -8,15 +8,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from image_bench.engine.optimize import align_blocks
-from image_bench.models import aligned_block
-from image_bench.models.aligned_block import aligned, needs_alignment, split_count, weight_grad
+from image_bench.accel import aligned_block
+from image_bench.accel.aligned_block import (
+    AlignedBlock,
+    aligned,
+    needs_alignment,
+    split_count,
+    weight_grad,
+)
+from image_bench.accel.optimize import align_blocks
+from image_bench.accel.patch_embed import AlignedPatchEmbed, FastPatchEmbed
 from image_bench.models.image import IMAGE
 from image_bench.models.vit import Block, PatchEmbed
 
 
 def forward_and_grads(block: Block, x: torch.Tensor, mask, aligned_path: bool):
-    block.aligned = aligned_path
+    block.__class__ = AlignedBlock if aligned_path else Block  # what align_blocks swaps
     block.zero_grad(set_to_none=True)
     x = x.clone().requires_grad_(True)
     out = block(x, mask)
@@ -60,17 +67,19 @@ def test_only_the_blocks_that_need_it_are_aligned():
     image = IMAGE(1, vit_depth=1, fuser_depth=1, clue_vit_depth=1)
     assert align_blocks(image) == 3
     blocks = [m for m in image.modules() if isinstance(m, Block)]
-    assert len(blocks) == 3 and all(b.aligned for b in blocks)
+    assert len(blocks) == 3 and all(isinstance(b, AlignedBlock) for b in blocks)
+    assert all(isinstance(e, AlignedPatchEmbed) for e in image.modules()
+               if isinstance(e, PatchEmbed))
     tiny = Block(16, 2)  # 16 wide, heads of 8: aligned already
-    assert align_blocks(tiny) == 0 and not tiny.aligned
+    assert align_blocks(tiny) == 0 and type(tiny) is Block
 
 
-@pytest.mark.parametrize("aligned_path", [False, True])
+@pytest.mark.parametrize("fast", [PatchEmbed, FastPatchEmbed, AlignedPatchEmbed])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_path, layout):
+def test_patch_embedding_as_a_product_equals_the_strided_convolution(fast, layout):
     torch.manual_seed(0)
     embed = PatchEmbed(5, 196, (8, 12), (4, 3)).double()
-    embed.aligned = aligned_path
+    embed.__class__ = fast
     x = torch.randn(2, 5, 8, 12, dtype=torch.float64).contiguous(memory_format=layout)
     conv = F.conv2d(x, embed.proj.weight, embed.proj.bias, stride=(4, 3))
     expected = conv.flatten(2).transpose(1, 2) + embed.pos_embed
@@ -84,7 +93,7 @@ def test_patch_embedding_as_a_product_equals_the_strided_convolution(aligned_pat
 
 
 def test_sr_parts_are_regions_only_when_asked():
-    from image_bench.engine.optimize import region_types
+    from image_bench.accel.optimize import region_types
     from image_bench.models.srb import SRB
     from image_bench.models.stn import STN
 
@@ -92,15 +101,17 @@ def test_sr_parts_are_regions_only_when_asked():
     assert {Block, SRB, STN, PatchEmbed} <= set(region_types(sr_parts=True))
 
 
-def test_patch_embedding_refuses_an_input_of_the_wrong_size():
+@pytest.mark.parametrize("fast", [PatchEmbed, FastPatchEmbed])
+def test_patch_embedding_refuses_an_input_of_the_wrong_size(fast):
     embed = PatchEmbed(5, 16, (8, 12), (4, 3))
+    embed.__class__ = fast
     for shape in [(1, 5, 8, 15), (1, 5, 12, 8), (1, 4, 8, 12)]:  # 12x8 would tile, transposed
         with pytest.raises(ValueError, match="patch embedding"):
             embed(torch.zeros(shape))
 
 
 def test_training_compiles_sr_parts_and_combo_kernels_only_for_long_runs(monkeypatch):
-    from image_bench.engine import optimize
+    from image_bench.accel import optimize
 
     real = optimize.compile_regions
     calls = []

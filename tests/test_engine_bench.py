@@ -6,9 +6,9 @@ from torch import nn
 
 from image_bench.engine.bench import bench_model, format_rows, time_call
 from image_bench.engine.cli import make_config
-from image_bench.experiments.profiles import get_profile
 from image_bench.models.base import ModelOutput, register
 from image_bench.models.recognizer import Recognizer
+from image_bench.profiles import get_profile
 
 
 @register("test-engine-bench")

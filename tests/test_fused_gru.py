@@ -1,7 +1,7 @@
 """CPU tests of the GRU dispatcher and of the math the fused CUDA GRU uses.
 
-The Triton kernels themselves run on the GPU (scripts/gpu_fused_gru.py, through the device
-tool). Here: the CPU fallback, the parameter packing the kernels read, and the split
+The Triton kernels themselves run on the GPU (``image-bench bench --check``, in the SRBs).
+Here: the CPU fallback, the parameter packing the kernels read, and the split
 forward/backward (input projection + recurrence + weight-gradient matmuls) with the torch
 reference recurrence, which mirrors the kernels line for line, against nn.GRU in float64.
 """
@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from image_bench.kernels import bigru
-from image_bench.models import gru as dispatch
+from image_bench.accel import gru as dispatch
+from image_bench.accel.kernels import bigru
 from image_bench.models.srb import SRB
 
 
@@ -160,7 +160,7 @@ def test_bad_modules_and_inputs_are_rejected():
                     reason="opt-in: needs triton installed; runs the kernels in its interpreter")
 def test_triton_kernels_in_the_interpreter():
     os.environ["TRITON_INTERPRET"] = "1"  # read when the kernels are decorated
-    fused = pytest.importorskip("image_bench.kernels.fused_gru")
+    fused = pytest.importorskip("image_bench.accel.kernels.fused_gru")
     fused.POISON = True
     gru = _pair(24, 20)
     gru32 = _pair(24, 20, torch.float32)
@@ -179,7 +179,7 @@ def test_triton_kernels_in_the_interpreter():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
 def test_gru_bench_needs_cuda():
-    from image_bench.kernels.gru_bench import bench_bigru
+    from image_bench.accel.kernels.gru_bench import bench_bigru
 
     with pytest.raises(RuntimeError, match="CUDA"):
         bench_bigru(8, 4)

@@ -1,7 +1,7 @@
-"""The fused clip + AdamW update (engine.fused_update) on the CPU: its arithmetic (the torch
+"""The fused clip + AdamW update (accel.fused_update) on the CPU: its arithmetic (the torch
 reference the Triton kernels follow) against clip_grad_norm_ + torch.optim.AdamW, its state in
 PyTorch's form, and the fallback where it does not apply. The kernels themselves run on the GPU:
-scripts/gpu_adamw.py."""
+``image-bench bench --check``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from image_bench.engine.fused_update import (
+from image_bench.accel.fused_update import (
     FusedClipAdamW,
     _storage_flat,
     reference_clip_adamw_,

@@ -1,6 +1,6 @@
 """The pieces that let a training step run as a CUDA graph, checked on the CPU: the sync-free
 CTC recursion against PyTorch's CTC, the capturable optimiser settings, device-side lengths.
-(The capture itself needs a GPU: scripts/gpu_step.py runs it on the device.)"""
+(The capture itself needs a GPU: ``image-bench bench`` runs it on the device.)"""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from image_bench import charset
+from image_bench.accel import decisions
+from image_bench.accel.branch_streams import StreamedIMAGE, training_streams
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import training_layout
 from image_bench.engine.data import ResidentSet
-from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import training_layout, training_streams
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -105,7 +107,8 @@ def test_optimizer_state_takes_its_parameters_layout():
 
 def test_training_layout_is_for_cuda_and_models_that_measured_it():
     image = base.build("image-1", vit_depth=1, fuser_depth=1, clue_vit_depth=1)
-    assert type(image).train_channels_last and not type(base.build("crnn")).train_channels_last
+    assert decisions.train_channels_last(image)
+    assert not decisions.train_channels_last(base.build("crnn"))
     assert training_layout(image, torch.device("cpu")) is False
     assert all(p.is_contiguous() for p in image.parameters())
 
@@ -113,12 +116,15 @@ def test_training_layout_is_for_cuda_and_models_that_measured_it():
 def test_branch_streams_are_for_cuda_and_leave_the_cpu_forward_as_it_was():
     torch.manual_seed(0)
     image = base.build("image-1", vit_depth=1, fuser_depth=1, clue_vit_depth=1).train()
-    assert training_streams(image, torch.device("cpu")) is False and not image.branch_streams
+    assert training_streams(image, torch.device("cpu")) is False
+    assert not isinstance(image, StreamedIMAGE)
     assert training_streams(base.build("crnn"), torch.device("cuda")) is False  # one model
     batch = make_batch(4)
     torch.manual_seed(1)
     one = image(batch["lr"])
-    assert training_streams(image, torch.device("cuda")) is True and image.branch_streams
+    assert training_streams(image, torch.device("cuda")) is True
+    assert isinstance(image, StreamedIMAGE) and type(image).__name__ == "StreamedIMAGE[IMAGE1]"
+    assert isinstance(image.guidance_modules[0].cd, torch.nn.Module)
     torch.manual_seed(1)
     two = image(batch["lr"])  # a CPU tensor: the switch cannot apply, the forward is unchanged
     assert torch.equal(one.sr, two.sr) and torch.equal(one.logits, two.logits)

@@ -144,7 +144,7 @@ def test_written_out_attention_equals_sdpa(masked):
 
 def test_svtr_blocks_compile_once_per_shape_not_per_drop_rate():
     """Each block has its own stochastic-depth rate (linear schedule). Compiled block by block
-    (engine/optimize.py), the rate must be a graph input, not a constant: blocks of one shape and
+    (accel/optimize.py), the rate must be a graph input, not a constant: blocks of one shape and
     mixer share one graph, where a float rate cost one compilation per block."""
     from baselines.svtr import MixingBlock
     from image_bench.models.vit import Block  # noqa: F401 - region types import both
@@ -172,9 +172,9 @@ def test_svtr_blocks_compile_once_per_shape_not_per_drop_rate():
 def test_svtr_compiles_only_where_the_schedule_repays_it():
     """SVTR's measured break-even (~450k samples, H100): a pretraining of 1,500 x 256 trains it
     eagerly, the quick (2,500 x 256) and paper profiles' compile; IMAGE always compiles."""
-    from image_bench.engine.optimize import compile_pays
-    from image_bench.experiments.profiles import get_profile
+    from image_bench.accel.optimize import compile_pays
     from image_bench.models.image import IMAGE
+    from image_bench.profiles import get_profile
 
     quick, paper = get_profile("quick"), get_profile("paper")
     assert not compile_pays(SVTR, 1_500 * 256)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from image_bench.cli import main
-from image_bench.experiments.profiles import get_profile
 from image_bench.experiments.tables import TABLES, Column, Method, Row, TableSpec
+from image_bench.profiles import get_profile
 from image_bench.report.figures import char_colours
 from image_bench.report.tables import build_table, paper_tables, to_csv, to_latex, to_markdown
 

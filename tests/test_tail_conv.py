@@ -1,6 +1,6 @@
-"""CPU tests of the split tail convolution (``models.tail_conv``).
+"""CPU tests of the split tail convolution (``accel.tail_conv``).
 
-The Triton shifted sum runs on the GPU (scripts/gpu_tail_conv.py, through the device tool). Here:
+The Triton shifted sum runs on the GPU (``image-bench bench --check``, in the models). Here:
 the decomposition it implements (one product to O*k*k planes, then a shifted sum) against
 ``F.conv2d`` in float64, forward and every gradient; the tail's and the head's autograd Functions
 the GPU runs, on the torch forms of their kernels (``ReferenceKernels``), same check; and that
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.tail_conv import (
+from image_bench.accel.tail_conv import (
     HeadConv2d,
     ReferenceKernels,
     TailConv2d,
@@ -103,7 +103,7 @@ def test_wide_convs_refuse_an_even_kernel(cls):
 @pytest.mark.parametrize("scale", [2, 3])
 def test_shuffled_conv_is_conv_then_pixel_shuffle(layout, scale):
     """Same values and gradients (float64) as Conv2d + PixelShuffle; channels_last stays so."""
-    from image_bench.models.pixel_shuffle import ShuffledConv2d
+    from image_bench.accel.pixel_shuffle import ShuffledConv2d
 
     torch.manual_seed(0)
     conv = ShuffledConv2d(5, 4, scale).double().to(memory_format=layout)

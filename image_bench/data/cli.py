@@ -19,7 +19,7 @@ def data():
 
 @data.command("make")
 @click.option("--profile", default="smoke", type=click.Choice(["smoke", "quick", "paper"]),
-              show_default=True, help="Sizes of the sets (experiments/profiles.py).")
+              show_default=True, help="Sizes of the sets (image_bench/profiles.py).")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory [default: the stand-in cache that `resolve` reads, "
                    "$IMAGE_BENCH_CACHE/standin/<profile>-seed<seed>].")

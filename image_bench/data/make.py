@@ -30,7 +30,7 @@ import numpy as np
 from image_bench.data import degrade
 from image_bench.data.lmdb_format import LMDBWriter
 from image_bench.data.render import DEFAULT_STYLE, IC15_STYLE, Renderer
-from image_bench.experiments.profiles import get_profile
+from image_bench.profiles import get_profile
 from image_bench.progress import progress_bar
 
 # Bump when the generator's output changes, so cached stand-ins are regenerated.

@@ -7,15 +7,17 @@ resized to their input; joint models (IMAGE) read their own output. Helper netwo
 (``requires``) are attached untrained: timing does not depend on the weights.
 
 Modes:
-- ``eager``: fp32, no compilation;
+- ``plain``: the plain models (``image_bench.models``, no acceleration layer), fp32, no compilation;
+- ``eager``: fp32, no compilation, the acceleration layer's fast modules (``accel.fast_modules``:
+  fused GRU, split tails and heads, Triton attention where it applies);
 - ``optimized``: bf16 weights under bf16 autocast (inference), transformer blocks as three Triton
-  launches at small batches (``models.fused_block``), ``torch.compile`` of the repeated
-  transformer blocks (``engine.optimize``), channels_last when a short trial at each batch size
+  launches at small batches (``accel.fused_block``), ``torch.compile`` of the repeated
+  transformer blocks (``accel.optimize``), channels_last when a short trial at each batch size
   shows it is faster, and at batch 1 the pipeline replayed as a CUDA graph (a batch-1 call is
   dominated by kernel launches); training steps with fused AdamW (with a CUDA graph: clipping +
-  AdamW in three Triton launches, ``engine.fused_update``), the model's training layout
-  (``engine.optimize.training_layout``: channels_last where measured faster), replayed as one
-  CUDA graph for ``graph_safe`` models (``engine.graphed``). Each lever that failed is recorded with
+  AdamW in three Triton launches, ``accel.fused_update``), the model's training layout
+  (``accel.optimize.training_layout``: channels_last where measured faster), replayed as one
+  CUDA graph for ``graph_safe`` models (``accel.graphed``). Each lever that failed is recorded with
   its error, and the mode still runs with the others.
 
 On CPU everything runs with few iterations and the result says ``"figures": "CPU"``.
@@ -24,24 +26,27 @@ On CPU everything runs with few iterations and the result says ``"figures": "CPU
 from __future__ import annotations
 
 import copy
+import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
-from image_bench.engine.checkpoint import build_by_name
-from image_bench.engine.env import environment
-from image_bench.engine.graphed import GraphedStepper
-from image_bench.engine.optimize import (
+from image_bench import accel
+from image_bench.accel.branch_streams import training_streams
+from image_bench.accel.fused_block import fuse_blocks_for_inference
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import (
+    compile_for_training,
     compile_regions,
     configure_cuda,
     training_layout,
-    training_streams,
 )
+from image_bench.engine.checkpoint import build_by_name
+from image_bench.engine.env import environment
 from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
 from image_bench.models.base import BenchModel
-from image_bench.models.fused_block import fuse_blocks_for_inference
 from image_bench.models.recognizer import resize_for_recognizer
 
 
@@ -150,7 +155,7 @@ def _inference(model, recognizer, device, mode: str, batch_sizes, iters, warmup,
     if optimized and compile:
         try:
             t = time.perf_counter()
-            # Regional compilation (engine/optimize.py): repeated blocks one by one, so the large
+            # Regional compilation (accel/optimize.py): repeated blocks one by one, so the large
             # models compile in seconds; CUDA graphs below remove the remaining launch overhead.
             regions = sum(len(compile_regions(m)) for m in modules)
             base(model.example_input(1).to(device))  # compile now, fail here if it must
@@ -223,11 +228,25 @@ def synthetic_batch(model: BenchModel, batch: int, device: torch.device, seed: i
             "labels": labels}
 
 
+MODES = ("plain", "eager", "optimized")
+
+
+def _accelerate(models: list, mode: str) -> None:
+    """The acceleration layer for ``mode``: none for 'plain', its fast modules otherwise (the
+    optimized mode's other levers are set where they are timed)."""
+    accel.fast_losses(mode != "plain")
+    if mode != "plain":
+        for m in models:
+            accel.fast_modules(m)
+
+
 def _training_setup(name: str, device: torch.device, optimized: bool, batch: int,
-                    model_kwargs: dict | None, compile: bool, cuda_graph: bool):
+                    model_kwargs: dict | None, compile: bool, cuda_graph: bool,
+                    mode: str | None = None):
     """A model's training step as the trainer builds it, on one random batch, and its levers."""
     torch.manual_seed(0)
     model = build_bench_model(name, model_kwargs, device).train()
+    _accelerate([model], mode or ("optimized" if optimized else "eager"))
     graphed = optimized and cuda_graph and device.type == "cuda" and model.graph_safe
     levers: dict = {"fused_adamw": optimized and device.type == "cuda",
                     "channels_last": optimized and training_layout(model, device),
@@ -240,8 +259,7 @@ def _training_setup(name: str, device: torch.device, optimized: bool, batch: int
         try:
             # steady-state speed: the SR parts compiled too, and combo kernels where measured, as
             # long training runs have them
-            levers["compiled_regions"] = len(compile_regions(model, sr_parts=True, align=True,
-                                                             combo=model.combo_kernels))
+            levers["compiled_regions"] = len(compile_for_training(model, math.inf))
             levers["compile"] = True
         except Exception as exc:  # noqa: BLE001
             levers["compile"] = f"failed: {type(exc).__name__}: {exc}"[:300]
@@ -265,7 +283,7 @@ def training_speed(name: str, device: torch.device, mode: str, batch: int, steps
     blocks (``compile``) and the whole step replayed as a CUDA graph (``cuda_graph``, for models
     that are ``graph_safe``)."""
     stepper, data, levers, amp = _training_setup(name, device, mode == "optimized", batch,
-                                                 model_kwargs, compile, cuda_graph)
+                                                 model_kwargs, compile, cuda_graph, mode)
     graphed = isinstance(stepper, GraphedStepper)
     t = time.perf_counter()
     for _ in range(warmup + (1 if graphed else 0)):  # compilation / capture happen here
@@ -352,11 +370,20 @@ def bench_model(name: str, *, device: str | None = None, model_kwargs: dict | No
             "largest batch"),
         "modes": {},
     }
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"unknown mode {unknown[0]!r}: the modes are {', '.join(MODES)}")
     for mode in modes:
         entry: dict = {}
         if model.kind != "aux":
+            pair = (model, rec)
+            if mode == "plain":  # fresh models: the others' modules may have been swapped
+                torch.manual_seed(0)
+                pair = (build_bench_model(name, model_kwargs, dev),
+                        None if rec is None else build_bench_model(recognizer, None, dev))
+            _accelerate([m for m in pair if m is not None], mode)
             try:
-                entry["inference"] = _inference(model, rec, dev, mode, batch_sizes, iters, warmup,
+                entry["inference"] = _inference(*pair, dev, mode, batch_sizes, iters, warmup,
                                                 compile)
             except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the other
                 entry["inference"] = {"error": f"{type(exc).__name__}: {exc}"[:500]}

@@ -151,9 +151,12 @@ def attach_helpers(model: BenchModel, cfg: RunConfig,
 
 def load_model(cfg: RunConfig, checkpoint: Path, device: str = "cpu",
                helper_checkpoints: dict[str, Path] | None = None) -> BenchModel:
-    """Rebuild ``cfg``'s model, attach its helpers, load ``checkpoint`` strictly; eval mode."""
+    """Rebuild ``cfg``'s model, attach its helpers, load ``checkpoint`` strictly; eval mode,
+    through the acceleration layer (``accel.for_inference``: the same state_dict)."""
+    from image_bench import accel
+
     model = build_model(cfg)
     model.to(device)
     attach_helpers(model, cfg, helper_checkpoints, device)
     load_weights(model, weights_of(load_checkpoint(checkpoint)), strict=True)
-    return model.to(device).eval()
+    return accel.for_inference(model).to(device).eval()

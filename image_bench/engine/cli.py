@@ -118,14 +118,29 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
         click.echo(f"run {cfg.key()}: {run_dir}  best checkpoint: {best}")
 
 
+def _check(models: tuple[str, ...], device: str | None) -> None:
+    """bench --check: one line per check; a clean one-line failure without the device."""
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise click.ClickException("bench --check --device cuda: this machine has no CUDA device "
+                                   "(torch.cuda.is_available() is False); --device cpu checks "
+                                   "the CPU reference paths")
+    from image_bench.engine.accel_check import run_checks
+
+    if not run_checks(list(models), dev, echo=click.echo):
+        raise SystemExit(1)
+
+
 def _gru_rows(device: str | None) -> list[dict]:
     """The SRB's GRU alone, fused vs cuDNN, on CUDA (nothing to compare on a CPU)."""
     import torch
 
     if not torch.cuda.is_available() or (device or "cuda").startswith("cpu"):
         return []
-    from image_bench.kernels.gru_bench import bench_srb_grus
-    from image_bench.models.gru import fused_gru_available
+    from image_bench.accel.gru import fused_gru_available
+    from image_bench.accel.kernels.gru_bench import bench_srb_grus
 
     if not fused_gru_available():
         click.echo("GRU alone: the fused GRU is unavailable (triton missing)", err=True)
@@ -188,7 +203,7 @@ def evaluate(run_dir, data, split_names, rec_dir, batch_size, device, checkpoint
     from image_bench.engine.checkpoint import load_model
     from image_bench.engine.evaluate import Bicubic, default_device
     from image_bench.engine.evaluate import evaluate as run_eval
-    from image_bench.experiments.profiles import get_profile
+    from image_bench.profiles import get_profile
 
     cfg, helper_ckpts = _run_inputs(run_dir)
     label, splits = _eval_splits(data, split_names, cfg)
@@ -251,7 +266,7 @@ def eval_table(res: dict, title: str):
 
 
 @click.command()
-@click.argument("models", nargs=-1, required=True)
+@click.argument("models", nargs=-1)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the full results as JSON here.")
 @click.option("--device", default=None)
@@ -262,22 +277,40 @@ def eval_table(res: dict, title: str):
 @click.option("--train-batch", default=256, show_default=True)
 @click.option("--no-train", is_flag=True, help="Skip training samples/s.")
 @click.option("--kernels", is_flag=True, help="Top-10 GPU kernels of an optimized train step.")
-@click.option("--mode", "modes", multiple=True, default=("eager", "optimized"), show_default=True)
+@click.option("--mode", "modes", multiple=True, default=("eager", "optimized"), show_default=True,
+              type=click.Choice(["plain", "eager", "optimized"]),
+              help="plain: the models without the acceleration layer (image_bench/accel/); "
+                   "eager: its fast modules, fp32; optimized: all of it.")
+@click.option("--check", is_flag=True, help="Instead of timing: check the accelerated models "
+              "against the plain ones on --device (one PASS/FAIL line per check; exit 1 on a "
+              "failure). MODELS default: image-2 tpgsr crnn.")
 @click.option("--no-compile", is_flag=True, help="Optimized mode without torch.compile (slow to "
               "compile for the large models); bf16, channels_last and CUDA graphs stay.")
 def bench(models, json_path, device, recognizer, iters, throughput_batch, train_batch, no_train,
-          kernels, modes, no_compile):
-    """Latency (batch 1), throughput and training speed of MODELS, eager and optimized.
+          kernels, modes, no_compile, check):
+    """Latency (batch 1), throughput and training speed of MODELS, eager and optimized; with
+    --check, the accelerated models' agreement with the plain ones.
 
     MODELS are registered names, or 'all' for every registered model."""
+    from image_bench.engine.cli_checks import check_model
+    from image_bench.models.base import available
+    from image_bench.usage import UsageError
+
+    if "all" in models:
+        models = tuple(available())
+    if check:
+        models = models or ("image-2", "tpgsr", "crnn")
+    elif not models:
+        raise UsageError("bench: name at least one model (or 'all'), e.g. image-bench bench crnn")
+    for name in models:
+        check_model(name)
+    if check:
+        _check(models, device)
+        return
     from rich.console import Console
     from rich.table import Table
 
     from image_bench.engine.bench import bench_model, format_rows
-    from image_bench.models.base import available
-
-    if "all" in models:
-        models = tuple(available())
 
     results = []
     for name in models:

@@ -42,7 +42,7 @@ def check_model(name: str):
 
 
 def check_profile(name: str):
-    from image_bench.experiments.profiles import PROFILES
+    from image_bench.profiles import PROFILES
 
     if name not in PROFILES:
         raise UsageError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.engine.fused_update import FusedClipAdamW
+from image_bench.accel.fused_update import FusedClipAdamW
 from image_bench.models.base import BenchModel
 
 DEFAULT_LR = 1e-4  # the paper's AdamW learning rate (RunConfig's default)
@@ -75,7 +75,7 @@ def set_capturable(optimizer: torch.optim.Optimizer, capturable: bool,
 
 def match_state_layout(optimizer: torch.optim.Optimizer) -> None:
     """Give each per-parameter state tensor (AdamW's moments) its parameter's memory layout: a
-    state saved by a run in another layout (engine.optimize.training_layout) loads as saved, and
+    state saved by a run in another layout (accel.optimize.training_layout) loads as saved, and
     the fused step wants both alike."""
     for group in optimizer.param_groups:
         for p in group["params"]:
@@ -116,7 +116,7 @@ class Stepper:
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
         self.term_names: list[str] | None = None
         # ``fused_update``: clipping + AdamW in three Triton launches where the optimiser
-        # qualifies (engine.fused_update: CUDA, fp32, capturable); else PyTorch's
+        # qualifies (accel.fused_update: CUDA, fp32, capturable); else PyTorch's
         self.fused_update = (FusedClipAdamW(optimizer) if fused_update
                              and FusedClipAdamW.supports(optimizer) else None)
 

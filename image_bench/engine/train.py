@@ -26,6 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from image_bench import accel
+from image_bench.accel.graphed import GraphedStepper
+from image_bench.accel.optimize import configure_cuda
 from image_bench.engine.checkpoint import (
     atomic_save,
     attach_helpers,
@@ -37,14 +40,7 @@ from image_bench.engine.checkpoint import (
 )
 from image_bench.engine.data import BatchOrder, ResidentSet
 from image_bench.engine.env import environment
-from image_bench.engine.graphed import GraphedStepper
 from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_request
-from image_bench.engine.optimize import (
-    compile_for_training,
-    configure_cuda,
-    training_layout,
-    training_streams,
-)
 from image_bench.engine.step import (
     StepModule,
     Stepper,
@@ -54,7 +50,7 @@ from image_bench.engine.step import (
     set_capturable,
 )
 from image_bench.experiments.config import RunConfig
-from image_bench.experiments.profiles import get_profile
+from image_bench.profiles import get_profile
 from image_bench.progress import progress_bar
 
 # Validation reads at most this many samples of the 'val' split (its first ones, a fixed set),
@@ -339,7 +335,9 @@ def train_run(cfg: RunConfig, run_dir: Path, *, init_checkpoint: Path | None = N
               on_step: Callable[[int], None] | None = None, cuda_graph: bool = True) -> Path:
     """Train ``cfg`` in ``run_dir`` (resuming from its last checkpoint) and return best.pt.
 
-    ``compile``: on a GPU, torch.compile the repeated transformer blocks (engine/optimize.py;
+    The model runs through the acceleration layer (``accel.for_training``; the plain model under
+    ``IMAGE_BENCH_PLAIN=1``).
+    ``compile``: on a GPU, torch.compile the repeated transformer blocks (accel/optimize.py;
     IMAGE-2 trains 1,680 -> 2,306 samples/s on the H100, graphed, at ~15-50 s of compilation)
     when the run is long enough to repay it (``model.compile_pays_from`` samples), and the SR
     parts too from ``SR_COMPILE_PAYS_FROM`` samples on (``optimize.compile_for_training``);
@@ -416,9 +414,15 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         val_rs = ResidentSet.from_tensorset(val_ts, device)
     order = BatchOrder(len(train_rs), cfg.batch_size, cfg.seed, d.rank, d.world)
 
-    graphed = cuda_graph and device.type == "cuda" and d.world == 1 and model.graph_safe
-    channels_last = training_layout(model, device)
-    streams = d.world == 1 and training_streams(model, device)
+    # the acceleration layer (accel/), before the optimiser: its state follows the weights'
+    # layout; IMAGE_BENCH_PLAIN=1 trains the plain model, without the graphed step either
+    levers = accel.for_training(model, device, samples=cfg.steps * cfg.batch_size,
+                                compile=compile, streams=d.world == 1)
+    plain = levers.get("plain", False)
+    graphed = (not plain and cuda_graph and device.type == "cuda" and d.world == 1
+               and model.graph_safe)
+    channels_last = levers.get("channels_last", False)
+    streams = levers.get("branch_streams", False)
     settings = optim_settings(model, cfg.lr)
     optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
     start, best_score = 0, None
@@ -431,9 +435,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         start, best_score = resume["step"], resume.get("best_score")
         _set_rng_state(resume["rng"], device)
         events.append({"event": "resume", "step": start})
-    compiled_regions: list[str] = []
-    if compile and device.type == "cuda":
-        compiled_regions = compile_for_training(model, cfg.steps * cfg.batch_size)
+    compiled_regions: list[str] = levers.get("compiled_regions", [])
     step_module: torch.nn.Module = StepModule(model)
     if d.world > 1:
         step_module = torch.nn.parallel.DistributedDataParallel(
@@ -450,6 +452,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
         env.update(world_size=d.world, data_on_device=train_rs.on_device,
                    compiled_regions=len(compiled_regions),
                    cuda_graph=graphed, channels_last=channels_last, branch_streams=streams,
+                   plain_model=plain,
                    fused_update=fused_update,
                    amp="bf16" if device.type == "cuda" else "fp32", optimizer=settings,
                    train_identity=dict(getattr(train_ts, "identity", {}) or {}),

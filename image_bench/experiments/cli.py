@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from image_bench.experiments.profiles import DEFAULT_RESULTS, PROFILES
 from image_bench.experiments.tables import TABLES
+from image_bench.profiles import DEFAULT_RESULTS, PROFILES
 
 TABLE_CHOICES = [*TABLES, "all"]
 

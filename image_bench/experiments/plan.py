@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from image_bench.experiments.config import RunConfig
-from image_bench.experiments.profiles import Profile
+from image_bench.profiles import Profile
 
 AUX_MODELS = ("tg-stroke", "bcn")
 

@@ -31,10 +31,10 @@ from rich.markup import escape
 from image_bench.engine.evaluate import Bicubic
 from image_bench.experiments.config import RunConfig
 from image_bench.experiments.plan import Plan, stage_of
-from image_bench.experiments.profiles import Profile, get_profile
 from image_bench.experiments.provenance import provenance
 from image_bench.experiments.store import RunStore, StoreError, atomic_write_text, spec_key
 from image_bench.experiments.tables import TEST_SPLITS, Method
+from image_bench.profiles import Profile, get_profile
 
 TRAIN_SPLITS = {"synth": ("train", "val"), "textzoom": ("train", "val")}
 TRAINING_ONLY_KWARGS = ("lr_fraction", "clue_losses")

@@ -61,18 +61,11 @@ class BenchModel(nn.Module):
     # Optimiser settings that differ from the suite's default (AdamW, lr 1e-4): each model states
     # its original's values here, with the reason in a comment.
     optim_overrides: ClassVar[dict[str, float]] = {}
-    # Whether a training step may be recorded as a CUDA graph (engine.graphed): no host reads,
-    # fixed shapes, and nothing built from Python values per batch (such as the label strings).
+    # Whether the training step has no host reads, fixed shapes and nothing built from Python
+    # values per batch (such as the label strings), so that it may be recorded as a CUDA graph
+    # (accel.graphed). A property of the forward, which only the model knows; the speed
+    # decisions made from measurements live in accel.decisions.
     graph_safe: ClassVar[bool] = True
-    # Training samples from which compiling the repeated blocks (engine.optimize) saves more
-    # time than it costs; shorter runs train them eagerly (still as a CUDA graph).
-    compile_pays_from: ClassVar[int] = 0
-    # Whether training on CUDA keeps the 4-D weights (so the convolutions' activations) in
-    # channels_last, where that was measured faster (engine.optimize.training_layout).
-    train_channels_last: ClassVar[bool] = False
-    # Whether its compiled regions use Inductor's combo kernels in long runs and the bench, where
-    # that was measured faster (engine.optimize.COMBO_KERNELS_PAY_FROM).
-    combo_kernels: ClassVar[bool] = False
 
     def loss(self, output: ModelOutput, batch: dict) -> dict[str, torch.Tensor]:
         raise NotImplementedError

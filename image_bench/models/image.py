@@ -49,11 +49,9 @@ from torch import nn
 from image_bench import charset
 from image_bench.losses import ctc_losses, tsrn_image_loss
 from image_bench.models.base import BenchModel, ModelOutput, register
-from image_bench.models.branch_streams import OneStream, branch_streams
 from image_bench.models.image_parts import ConvDecoder, Projector, TransformerStack, ViTEncoder
 from image_bench.models.srb import SRB
 from image_bench.models.stn import build_stn
-from image_bench.models.tail_conv import HeadConv2d
 
 LR_SIZE = (16, 64)
 HR_SIZE = (32, 128)
@@ -99,11 +97,10 @@ class MutualGuidance(nn.Module):
         # Eq. 8, q_CT2: FC on the pixel clue -> p-hat_i.
         self.ct2 = nn.Linear(dim, classes)
 
-    def forward(self, h_p: torch.Tensor, h_s: torch.Tensor, streams: OneStream = OneStream()):
-        """``streams``: where phi's and varphi's operations run (models/branch_streams.py)."""
+    def forward(self, h_p: torch.Tensor, h_s: torch.Tensor):
         p = self.ct1(h_s)  # Eq. 4
-        with streams.sr():  # Eq. 6; h-hat takes a gradient only from q_VT, through a live clue
-            h_hat, sr = self.cd(h_p, map_grad=self.clue_exchange and not self.detach_clues)
+        # Eq. 6; h-hat takes a gradient only from q_VT, through a live clue
+        h_hat, sr = self.cd(h_p, map_grad=self.clue_exchange and not self.detach_clues)
         if not self.clue_exchange:
             return None, None, sr, p, None
         # "The two models are optimized separately" (Sec. 1, abstract): with detach_clues the clues
@@ -114,10 +111,8 @@ class MutualGuidance(nn.Module):
         pixel = h_hat
         if self.detach_clues:
             probs, pixel = probs.detach(), pixel.detach()
-        probs = streams.to_sr(probs)
-        with streams.sr():
-            c_s = self.pj(probs)  # Eq. 5
-        c_p = self.vt(streams.to_main(pixel))  # Eq. 7
+        c_s = self.pj(probs)  # Eq. 5
+        c_p = self.vt(pixel)  # Eq. 7
         p_hat = self.ct2(c_p)  # Eq. 8
         return c_s, c_p, sr, p, p_hat
 
@@ -160,15 +155,6 @@ class IMAGE(BenchModel):
     input_size: ClassVar[tuple[int, int]] = LR_SIZE
     training_only: ClassVar[tuple[str, ...]] = ("stn",)
     stn_default: ClassVar[str] = STN_DEFAULT
-    # H100, batch 256, one call (scripts/gpu_explore.py ``cl`` against ``base``): 3,690 -> 3,820
-    # samples/s. cuDNN's NHWC kernels without layout transposes, channels-last BatchNorm, and the
-    # SR tails' product on aligned operands (the 243-row align1 kernels, 1.8 ms per step, go).
-    train_channels_last: ClassVar[bool] = True
-    # H100, batch 256, one call (gpu_explore ``combo`` between two ``base`` runs): 3,977 -> 4,112.
-    combo_kernels: ClassVar[bool] = True
-    # Training on CUDA runs phi on a side stream (models/branch_streams.py); set by the trainer
-    # (engine.optimize.training_streams), off for eager baselines and at eval.
-    branch_streams = False
 
     def __init__(self, iterations: int = 1, guidance: bool = True, clue_losses: bool = True,
                  detach_clues: bool = True, channels: int = 64, dim: int = 196, heads: int = 4,
@@ -185,7 +171,7 @@ class IMAGE(BenchModel):
         # --- SR model phi (Sec. 3.2) ---
         self.stn = build_stn(stn, 3, LR_SIZE)  # training only, as in the TSRN family
         # Conv encoder -> h_0^p. SILENT: layers; TSRN's block1 (conv9x9 3->C' + PReLU).
-        self.pixel_encoder = nn.Sequential(HeadConv2d(3, channels, 9), nn.PReLU())
+        self.pixel_encoder = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU())
         # f_i (Eq. 1): the clue (C' channels, Sec. 3.1) joins the residual before the first GRU.
         self.srbs = nn.ModuleList(SRB(channels, clue_channels=channels) for _ in range(iterations))
         self.sr_decoder = ConvDecoder(channels)
@@ -208,33 +194,24 @@ class IMAGE(BenchModel):
         if lr.dim() != 4 or lr.shape[1] != 3 or tuple(lr.shape[-2:]) != LR_SIZE:
             raise ValueError(f"IMAGE reads (B, 3, {LR_SIZE[0]}, {LR_SIZE[1]}) LR images, "
                              f"got {tuple(lr.shape)}")
-        # phi on a side stream, varphi on this one, where the trainer asked for it
-        streams = branch_streams(lr, self.training and self.branch_streams)
-        with streams.sr():
-            # The STN corrects the LR-HR misalignment the SR loss sees; the recognizer reads the LR.
-            sr_input = streams.to_sr(lr)
-            sr_input = self.stn(sr_input) if self.stn is not None and self.training else sr_input
-            h0_p = self.pixel_encoder(sr_input)
+        # The STN corrects the LR-HR misalignment the SR loss sees; the recognizer reads the LR.
+        sr_input = self.stn(lr) if self.stn is not None and self.training else lr
+        h0_p = self.pixel_encoder(sr_input)
         h_p, h_s = h0_p, self.semantic_encoder(lr)
         sr_steps, logits_steps, clue_steps = [], [], []
         for u, f, g in zip(self.guidance_modules, self.srbs, self.fusers):
-            c_s, c_p, sr_i, p_i, p_hat_i = u(h_p, h_s, streams)  # Eq. 3
+            c_s, c_p, sr_i, p_i, p_hat_i = u(h_p, h_s)  # Eq. 3
             if c_s is None:  # guidance=False: zero clues
-                with streams.sr():
-                    c_s = h_p.new_zeros(h_p.shape[0], self.channels, *h_p.shape[-2:])
+                c_s = h_p.new_zeros(h_p.shape[0], self.channels, *h_p.shape[-2:])
                 c_p = torch.zeros_like(h_s)
             else:
                 clue_steps.append(p_hat_i)
-            with streams.sr():
-                h_p = f(h_p, c_s)  # Eq. 1
+            h_p = f(h_p, c_s)  # Eq. 1
             h_s = g(h_s, c_p)  # Eq. 2
-            sr_steps.append(streams.to_main(sr_i))
+            sr_steps.append(sr_i)
             logits_steps.append(p_i)
-        with streams.sr():
-            # SILENT: TSRN's global skip from h_0^p
-            _, sr = self.sr_decoder(h_p, skip=h0_p, map_grad=False)
-        sr = streams.to_main(sr)
-        streams.join()
+        # SILENT: TSRN's global skip from h_0^p
+        _, sr = self.sr_decoder(h_p, skip=h0_p, map_grad=False)
         return ModelOutput(sr=sr, logits=self.ctc_decoder(h_s), sr_steps=sr_steps,
                            logits_steps=logits_steps, clue_logits_steps=clue_steps)
 

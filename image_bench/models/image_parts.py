@@ -16,8 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.models.pixel_shuffle import ShuffledConv2d
-from image_bench.models.tail_conv import TailConv2d
 from image_bench.models.vit import Block, PatchEmbed, init_transformer
 
 
@@ -65,15 +63,16 @@ class ConvDecoder(nn.Module):
     final decoder, and q_CD under detached clues). Same values; but a compiled decoder would
     otherwise be handed a zero gradient for h-hat, made NCHW and copied to h-hat's channels_last
     layout before its backward: 0.29 ms per decoder at batch 256 on the H100, three per IMAGE-2
-    step (``scripts/profile_step.py --bench-step``).
+    step.
     """
 
     def __init__(self, channels: int = 64, out_channels: int = 3, scale: int = 2):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                   nn.BatchNorm2d(channels))
-        self.upsample = nn.Sequential(ShuffledConv2d(channels, channels, scale), nn.Mish())
-        self.tail = TailConv2d(channels, out_channels, 9)
+        self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
+                                      nn.PixelShuffle(scale), nn.Mish())
+        self.tail = nn.Conv2d(channels, out_channels, 9, padding=4)
 
     def forward(self, feature: torch.Tensor, skip: torch.Tensor | None = None,
                 map_grad: bool = True):

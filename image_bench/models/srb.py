@@ -13,8 +13,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.models.gru import run_bigru
-
 
 class GruBlock(nn.Module):
     """1x1 conv, then a BiGRU over the last (width) axis of an NCHW map."""
@@ -30,7 +28,7 @@ class GruBlock(nn.Module):
         x = self.conv1(x)
         b, c, h, w = x.shape
         seq = x.permute(0, 2, 3, 1).reshape(b * h, w, c)  # one sequence per row, along the width
-        seq = run_bigru(self.gru, seq)
+        seq, _ = self.gru(seq)
         return seq.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 

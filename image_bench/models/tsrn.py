@@ -2,7 +2,7 @@
 
 Facts (ORIGINALS.md §3.1): conv9x9 + PReLU ("block1"), five SRBs of 64 channels, conv3x3 + BN
 ("block7"), a global skip block1 + block7, upsampling conv3x3 64->256 + PixelShuffle(2) + Mish,
-conv9x9 to the output channels (``TailConv2d``) and tanh. The STN (models/stn.py, built when the
+conv9x9 to the output channels and tanh. The STN (models/stn.py, built when the
 model asks for one: ``stn``) runs in training only. With the optional text mask (TPGSR, C3-STISR:
 ``--mask``) the network takes and gives RGB + a binary mask channel.
 Without STN the 4-channel network holds 826,629 parameters, the 3-channel one 816,260.
@@ -13,10 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.models.pixel_shuffle import ShuffledConv2d
 from image_bench.models.srb import SRB
 from image_bench.models.stn import build_stn
-from image_bench.models.tail_conv import HeadConv2d, TailConv2d
 
 
 def add_text_mask(images: torch.Tensor) -> torch.Tensor:
@@ -40,12 +38,13 @@ class TSRNBackbone(nn.Module):
         self.mask = mask
         io_channels = 4 if mask else 3
         self.stn = build_stn(stn, io_channels)  # models/stn.py: 'none' | 'original' | 'identity'
-        self.block1 = nn.Sequential(HeadConv2d(io_channels, channels, 9), nn.PReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(io_channels, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.ModuleList(SRB(channels, clue_channels) for _ in range(num_blocks))
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
                                     nn.BatchNorm2d(channels))
-        self.upsample = nn.Sequential(ShuffledConv2d(channels, channels, scale), nn.Mish())
-        self.tail = TailConv2d(channels, io_channels, 9)
+        self.upsample = nn.Sequential(nn.Conv2d(channels, channels * scale * scale, 3, padding=1),
+                                      nn.PixelShuffle(scale), nn.Mish())
+        self.tail = nn.Conv2d(channels, io_channels, 9, padding=4)
 
     def prepare(self, lr: torch.Tensor) -> torch.Tensor:
         """Mask channel (if used), then the STN warp in training only."""

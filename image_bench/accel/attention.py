@@ -1,12 +1,15 @@
-"""The attention core of the transformer blocks (``models.vit``, ``models.aligned_block``): the
-softmax-weighted sum over the heads of a qkv projection, by Triton kernels on CUDA or written out.
+"""The attention core of the transformer blocks by Triton kernels on CUDA: :class:`FastAttention`
+is ``models.vit.Attention`` (same parameters) computing through :func:`attend`, which the aligned
+blocks (``accel.aligned_block``) call too; elsewhere it is the written-out ``vit.attention``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from image_bench.kernels import cuda_triton_module
+from image_bench.accel.kernels import cuda_triton_module
+from image_bench.models.vit import Attention
+from image_bench.models.vit import attention as written_out_attention
 
 _fused_attention = True
 _kernels = cuda_triton_module("short_attention")  # at import: see cuda_triton_module
@@ -32,17 +35,11 @@ def attend(qkv: torch.Tensor, heads: int, scale: float,
     return written_out_attention(qkv, heads, scale, mask)
 
 
-def written_out_attention(qkv: torch.Tensor, heads: int, scale: float,
-                          mask: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`attend` as two matrix products and a softmax (see ``vit.Attention`` for why not
-    SDPA): the reference, the CPU path, and the path fvcore counts."""
-    b, n, width = qkv.shape
-    q, k, v = qkv.view(b, n, 3, heads, width // (3 * heads)).permute(2, 0, 3, 1, 4)
-    scores = (q * scale) @ k.transpose(-2, -1)
-    if mask is not None:
-        scores = scores + mask
-    attn = scores.softmax(dim=-1).to(v.dtype)  # float32 under autocast (its fp32 list)
-    return (attn @ v).transpose(1, 2).reshape(b, n, width // 3)
+class FastAttention(Attention):
+    """``vit.Attention`` through :func:`attend`."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.proj(attend(self.qkv(x), self.heads, self.scale, mask))
 
 
-__all__ = ["attend", "set_fused_attention", "written_out_attention"]
+__all__ = ["FastAttention", "attend", "set_fused_attention", "written_out_attention"]

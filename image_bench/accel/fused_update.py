@@ -13,7 +13,7 @@ and ``set_capturable`` work as before and a run can switch between this path and
   version concatenated the gradients into one buffer: ``torch.cat`` of 1,462 tensors took 2.0
   ms on the H100, more than the whole PyTorch update.)
 
-It needs what the graphed step needs anyway (``engine.graphed``): CUDA, fp32 parameters and a
+It needs what the graphed step needs anyway (``accel.graphed``): CUDA, fp32 parameters and a
 capturable optimiser (the learning rate a device tensor). ``FusedClipAdamW.supports`` says
 whether a given optimiser qualifies; :func:`reference_clip_adamw_` is the same update in torch
 ops, the CPU tests' check of the arithmetic.
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
 
 # values of one parameter per program, and warps per program (H100, IMAGE-2's 1,462 tensors,
 # scripts/gpu_adamw.py --sweep: 2048/8 0.70 ms, 4096/8 0.99, 8192/8 1.14, 16384/8 1.28)
@@ -180,7 +180,7 @@ class FusedClipAdamW:
             return rows.to(device), aligned
         if self._spare is None or self._spare.shape != rows.shape:
             raise RuntimeError("fused AdamW: no pinned table ready for this capture; an eager "
-                               "step must come first (engine.graphed.WARMUP_STEPS)")
+                               "step must come first (accel.graphed.WARMUP_STEPS)")
         pinned, self._spare = self._spare, None
         pinned.copy_(rows)
         self._captured.append(pinned)

@@ -14,7 +14,7 @@ What a replay needs, and how the suite provides it:
   the replay, in blocks, as the eager path does;
 - an optimiser that reads its learning rate and step count from device memory (fused AdamW,
   ``capturable=True``, tensor lr that the scheduler fills in place between replays; the
-  Stepper's Triton clip + AdamW, ``engine.fused_update``, reads the same state);
+  Stepper's Triton clip + AdamW, ``accel.fused_update``, reads the same state);
 - randomness drawn on the device (LR/HR picks, dropout): graph replays advance the generator's
   offset, so each replay draws new numbers.
 
@@ -25,9 +25,12 @@ trainer goes on eagerly and records why; a failed capture runs no kernel, so no 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from image_bench.engine.step import Stepper
+if TYPE_CHECKING:  # the engine's step, which this wraps; accel does not import the engine
+    from image_bench.engine.step import Stepper
 
 # Eager steps on a side stream before the capture: lazy initialisations (cuBLAS handles,
 # optimiser state, autotuning, compiled regions) must happen outside the graph.

@@ -1,9 +1,10 @@
-"""How the SR blocks run their bidirectional GRUs.
+"""The SR blocks' bidirectional GRUs on the fused Triton recurrence.
 
-``nn.GRU`` is the reference and the CPU path. On CUDA the fused Triton kernel of
-``image_bench.kernels.fused_gru`` takes over when it is available; it reads the very same
+``models.srb.GruBlock`` runs its ``nn.GRU``: the reference and the CPU path.
+:class:`FusedGruBlock` (swapped in by the acceleration layer) runs the fused kernel of
+``image_bench.accel.kernels.fused_gru`` on CUDA where it is available; it reads the very same
 ``nn.GRU`` parameters, so one state_dict serves both paths. That module imports triton, so it
-is imported here lazily, on the first CUDA call, and never on a CPU-only machine.
+is imported here only where CUDA is present, and never on a CPU-only machine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
+from image_bench.models.srb import GruBlock
 
 _fused = None  # the fused implementation: set by register_fused_gru or the lazy import below
 _supports = None  # its eligibility check (gru, x) -> bool, when it has one
@@ -66,3 +68,13 @@ def run_bigru(gru: nn.GRU, x: torch.Tensor) -> torch.Tensor:
             return _fused(gru, x)
     out, _ = gru(x)
     return out
+
+
+class FusedGruBlock(GruBlock):
+    """``GruBlock`` whose BiGRU runs through :func:`run_bigru`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        b, c, h, w = x.shape
+        seq = run_bigru(self.gru, x.permute(0, 2, 3, 1).reshape(b * h, w, c))
+        return seq.reshape(b, h, w, c).permute(0, 3, 1, 2)

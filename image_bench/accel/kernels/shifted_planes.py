@@ -5,7 +5,7 @@ A stride-1 convolution with padding p = k // 2 is
     out[b, o, y, x] = sum_{i, j} z[b, (o, i, j), y + i - p, x + j - p]
     with z[b, (o, i, j), :, :] = sum_c w[o, c, i, j] x[b, c, :, :],
 
-one matrix product (``models.tail_conv``) and ``sum_shifted`` below, a memory-bound pass over z,
+one matrix product (``accel.tail_conv``) and ``sum_shifted`` below, a memory-bound pass over z,
 which is why the split pays where out_channels is tiny and the kernel is wide (the 9x9, 64 -> 3
 SR tails: cuDNN's implicit GEMM tiles 32 output channels for 3). Planes outside the image read
 as zero.
@@ -16,7 +16,7 @@ gradient, 0.5 GB at batch 256, written once and read by two products. ``input_gr
 ``weight_grad`` are those two products with grad_z gathered on chip from grad_out, which is small
 enough to stay in L2: dx = grad_z^T taps and dtaps = sum over images and pixels of grad_z x.
 
-This module imports triton: only ``models.tail_conv`` imports it, at its own import where CUDA
+This module imports triton: only ``accel.tail_conv`` imports it, at its own import where CUDA
 is present (the kernels run inside compiled regions).
 """
 

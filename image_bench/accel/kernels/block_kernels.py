@@ -30,7 +30,7 @@ loaded before the wait and picked per head (IMAGE-2 4.89 ms).
 Tiles are padded to powers of two with masked loads: D <= 256 (the LayerNorm holds a whole row)
 and N <= 64 tokens (one sample's attention in one tile). Products in the weights' dtype with
 fp32 accumulation; LayerNorm, softmax and GELU in fp32; qkv and h are kept in the weights' dtype
-as under autocast. This module imports triton: only ``models.fused_block`` imports it, lazily.
+as under autocast. This module imports triton: only ``accel.fused_block`` imports it, lazily.
 """
 
 from __future__ import annotations

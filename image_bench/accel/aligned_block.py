@@ -14,7 +14,8 @@ zeros (where the input side has a pad, the first pad column carries the bias ins
 counts the plain block, which the CPU and eager paths keep) do not change. The activation pads
 fuse into the LayerNorm kernels and the output slices into the residual adds, so only the
 compiled block gains:
-``engine.optimize.compile_regions(..., align=True)`` turns it on for the blocks that need it, in
+``accel.optimize.compile_regions(..., align=True)`` swaps ``vit.Block`` for :class:`AlignedBlock`
+(and the patch embeddings for ``accel.patch_embed.AlignedPatchEmbed``) where they need it, in
 training (IMAGE-2 on the H100: 2,522 -> 2,928 samples/s, GEMMs 40.7 -> 28.8 ms per step;
 docs/speed.md). Not in inference, which is not graphed at large batches: the pads are more
 launches, and there the launches bound the call.
@@ -25,9 +26,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from image_bench.kernels import cuda_triton_module
-from image_bench.kernels.bigru import compute_dtype_for
-from image_bench.models.attention import attend
+from image_bench.accel.attention import attend
+from image_bench.accel.kernels import cuda_triton_module
+from image_bench.accel.kernels.bigru import compute_dtype_for
+from image_bench.models.vit import Block
 
 ALIGN = 8  # 16-byte rows for 2-byte (bf16/fp16) elements
 # Rows (tokens x batch) per slice of a weight-gradient product; see weight_grad.
@@ -206,4 +208,12 @@ def aligned_block_forward(block, x: torch.Tensor, mask: torch.Tensor | None = No
     return x1 + _linear(hidden, w_fc2, _pad_last(mlp.fc2.bias, dp))[..., :d]
 
 
-__all__ = ["aligned", "aligned_block_forward", "aligned_linear", "needs_alignment"]
+class AlignedBlock(Block):
+    """``vit.Block`` (same parameters) computed by :func:`aligned_block_forward`."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return aligned_block_forward(self, x, mask)
+
+
+__all__ = ["AlignedBlock", "aligned", "aligned_block_forward", "aligned_linear",
+           "needs_alignment"]

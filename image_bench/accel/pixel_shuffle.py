@@ -1,6 +1,9 @@
 """Convolution + ``PixelShuffle``: the SR decoders' upsampling step (TSRN's conv3x3 C' -> s^2 C').
 
-Same parameters, state_dict and function as ``nn.Conv2d`` followed by ``nn.PixelShuffle(s)``.
+Same parameters, state_dict and function as ``nn.Conv2d`` followed by ``nn.PixelShuffle(s)``,
+which is how the models build it: :func:`shuffle_in_conv` swaps the pair in an ``nn.Sequential``
+for :class:`ShuffledConv2d` and :class:`ShuffledAlready` (state_dict keys unchanged: the
+shuffle holds no parameter).
 What differs is the channels_last path (IMAGE's training, issue 7). ``PixelShuffle`` reads its
 input's channels in (c, i, j) order: output channel c at sub-position (i, j) comes from input
 channel c s^2 + i s + j. In channels_last memory that is a transpose of C' x s^2 values inside
@@ -20,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from image_bench.accel.swap import swap_class
 
 
 class ShuffledConv2d(nn.Conv2d):
@@ -48,4 +53,24 @@ class ShuffledConv2d(nn.Conv2d):
         return out.permute(0, 3, 1, 2)
 
 
-__all__ = ["ShuffledConv2d"]
+class ShuffledAlready(nn.PixelShuffle):
+    """The ``nn.PixelShuffle`` after a :class:`ShuffledConv2d`, which shuffled already."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def shuffle_in_conv(seq: nn.Sequential) -> int:
+    """Swap every ``Conv2d`` + ``PixelShuffle`` pair of ``seq``; returns how many."""
+    count = 0
+    layers = list(seq)
+    for conv, shuffle in zip(layers, layers[1:]):
+        if type(conv) is nn.Conv2d and type(shuffle) is nn.PixelShuffle:
+            conv.scale = shuffle.upscale_factor
+            swap_class(conv, ShuffledConv2d)
+            swap_class(shuffle, ShuffledAlready)
+            count += 1
+    return count
+
+
+__all__ = ["ShuffledAlready", "ShuffledConv2d", "shuffle_in_conv"]

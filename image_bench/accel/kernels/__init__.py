@@ -1,21 +1,22 @@
 """Hand-written kernels for the hot spots of the suite.
 
 ``bigru`` is pure torch (parameter packing, the autograd Function, a reference recurrence) and
-imports anywhere. The Triton modules import triton, and each is imported by the one model module
+imports anywhere. The Triton modules import triton, and each is imported by the one accel module
 that uses it: at that module's import where CUDA is present (:func:`cuda_triton_module`) for
 kernels that run inside compiled regions, lazily on the first CUDA call for the others:
 
-- ``fused_gru``: the SRBs' bidirectional GRU (``models.gru``);
+- ``fused_gru``: the SRBs' bidirectional GRU (``accel.gru``);
 - ``shifted_planes``: the shifted sum behind the split SR tails and their backward
-  (``models.tail_conv``);
+  (``accel.tail_conv``);
 - ``partial_sum``: the sum of the aligned blocks' sliced weight-gradient partials
-  (``models.aligned_block``);
-- ``short_attention``: the transformer blocks' attention on CUDA (``models.attention``);
-- ``ctc``: the CTC loss's alpha and beta recursions (``losses.ctc_nll``, lazily);
+  (``accel.aligned_block``);
+- ``short_attention``: the transformer blocks' attention on CUDA (``accel.attention``);
+- ``ctc``: the CTC loss's alpha and beta recursions (``losses.ctc_nll``, installed by
+  ``accel.fast_losses``, lazily);
 - ``block_kernels``: a transformer block in three launches for small-batch inference
-  (``models.fused_block``, lazily);
+  (``accel.fused_block``, lazily);
 - ``adamw``: gradient clipping + AdamW over all parameters in three launches
-  (``engine.fused_update``, lazily).
+  (``accel.fused_update``, lazily).
 
 Never import them from code that must run on the CPU build of torch.
 """
@@ -27,8 +28,8 @@ import warnings
 
 @functools.cache
 def triton_module(name: str):
-    """``image_bench.kernels.<name>``, imported on first use; None, with one warning, where triton
-    is missing (the CPU build of torch), so the caller keeps its torch path."""
+    """``image_bench.accel.kernels.<name>``, imported on first use; None, with one warning, where
+    triton is missing (the CPU build of torch), so the caller keeps its torch path."""
     try:
         return importlib.import_module(f"{__name__}.{name}")
     except ImportError as err:

@@ -10,7 +10,7 @@ PyTorch's GRU (gate order r, z, n), for one direction with state h and input x_t
 The input projections W_i* x_t do not depend on h: one matmul covers every step of both
 directions (``project_inputs``). Only the recurrence (the h-dependent part) is sequential; it is
 done by a *recurrence backend*: ``TorchRecurrence`` here (reference and CPU tests) or the Triton
-kernels of ``image_bench.kernels.fused_gru``. Backward mirrors this: the backend runs the
+kernels of ``image_bench.accel.kernels.fused_gru``. Backward mirrors this: the backend runs the
 reverse-time recurrence for dh and writes the pre-activation gradients; the weight, bias and
 input gradients are matmuls and sums over all steps, done here.
 

@@ -1,11 +1,12 @@
 """Transformer blocks in three Triton launches for small-batch inference on CUDA.
 
-:func:`fuse_blocks_for_inference` wraps every ``vit.Block`` of a model (an inference copy: the
-state_dict names gain ``.block``) in :class:`InferenceBlock`. Without gradients, on CUDA, with
+:func:`fuse_blocks_for_inference` gives every ``vit.Block`` of a model the class
+:class:`InferenceBlock` (same parameters, same state_dict keys). Without gradients, on CUDA, with
 no mask, 16-bit weights, at most ``MAX_ROWS`` tokens in the batch, at most 64 tokens per sample
-and a width <= 256, the wrapper runs ``kernels.block_kernels``; anything else goes to the wrapped
-block, which ``engine.optimize.compile_regions`` still compiles for the large batches. On the
-CPU or without triton it is the block itself.
+and a width <= 256, the block runs ``kernels.block_kernels``; anything else runs the plain block,
+which ``accel.optimize.compile_regions`` still compiles for the large batches (that path only:
+the Triton launches stay outside the compiled region, as they did when the class was a wrapper
+around the block). On the CPU or without triton it is the block itself.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from image_bench.kernels import triton_module
+from image_bench.accel.kernels import triton_module
+from image_bench.accel.swap import swap_class
 from image_bench.models.vit import Block
 
 WEIGHT_DTYPES = (torch.bfloat16, torch.float16)
@@ -45,29 +47,33 @@ def fused_block_applies(block: Block, x: torch.Tensor, mask: torch.Tensor | None
             and n <= kernels.MAX_TOKENS and d <= kernels.MAX_DIM)
 
 
-class InferenceBlock(nn.Module):
+class InferenceBlock(Block):
     """A ``vit.Block`` that runs as three Triton launches where :func:`fused_block_applies`."""
 
-    def __init__(self, block: Block):
-        super().__init__()
-        self.block = block
+    _compiled_block = None  # the plain block's compiled forward, set by compile()
+
+    def compile(self, *args, **kwargs) -> None:
+        """Compile the plain block's path only, as ``nn.Module.compile`` compiles a module."""
+        self._compiled_block = torch.compile(self._block_call, *args, **kwargs)
+
+    def _block_call(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return Block.forward(self, x, mask)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if fused_block_applies(self.block, x, mask):
-            return _kernels().block_forward(self.block, x.contiguous())
-        return self.block(x, mask)
+        if fused_block_applies(self, x, mask):
+            return _kernels().block_forward(self, x.contiguous())
+        if self._compiled_block is not None:
+            return self._compiled_block(x, mask)
+        return Block.forward(self, x, mask)
 
 
 def fuse_blocks_for_inference(model: nn.Module) -> int:
-    """Wrap every ``vit.Block`` of ``model`` in place; returns how many were wrapped."""
+    """Swap every ``vit.Block`` of ``model`` in place; returns how many were swapped."""
     count = 0
-    for parent in list(model.modules()):
-        if isinstance(parent, InferenceBlock):
-            continue  # already wrapped
-        for name, child in list(parent.named_children()):
-            if isinstance(child, Block):
-                setattr(parent, name, InferenceBlock(child))
-                count += 1
+    for module in model.modules():
+        if isinstance(module, Block) and not isinstance(module, InferenceBlock):
+            swap_class(module, InferenceBlock)
+            count += 1
     return count
 
 

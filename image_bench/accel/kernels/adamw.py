@@ -1,5 +1,5 @@
 """Triton kernels for clip-by-global-norm + AdamW over all of a model's parameters in three
-launches (``engine.fused_update`` builds the tables and holds the torch reference).
+launches (``accel.fused_update`` builds the tables and holds the torch reference).
 
 Why: PyTorch's fused AdamW walks the parameter list with its multi-tensor apply, at most 36
 tensors and one 65,536-value chunk per CTA a launch. IMAGE-2 has 1,462 parameter tensors, most
@@ -23,7 +23,7 @@ One program handles one chunk of one parameter.
    fused AdamW in its order, in fp32 with correctly rounded sqrt and division, the bias
    corrections in float64 from the fp32 betas (see the kernel for why).
 
-This module imports triton: ``engine.fused_update`` loads it on its first CUDA call.
+This module imports triton: ``accel.fused_update`` loads it on its first CUDA call.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Fused bidirectional GRU recurrence for small hidden sizes, in Triton (CUDA only).
 
-This module imports triton: import it only where CUDA is present (``image_bench.models.gru``
+This module imports triton: import it only where CUDA is present (``image_bench.accel.gru``
 does so lazily on the first CUDA call). The math, packing and autograd Function live in
-``image_bench.kernels.bigru``; this file supplies the two sequential kernels:
+``image_bench.accel.kernels.bigru``; this file supplies the two sequential kernels:
 
 * forward: one program owns BLOCK_N sequences of one direction (grid axis 1 = direction, so
   both directions run in one launch). It keeps h (BLOCK_N x H, float32) and the three W_h*
@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from image_bench.kernels.bigru import Recurrence, make_bigru_function, split_bigru
+from image_bench.accel.kernels.bigru import Recurrence, make_bigru_function, split_bigru
 
 MAX_HIDDEN = 64  # W_hh tiles live in registers; beyond this nn.GRU (cuDNN) is the better path
 POISON = False  # tests set this: outputs start as NaN, so an unwritten element shows
@@ -295,7 +295,7 @@ SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 def supports(gru: torch.nn.GRU, x: torch.Tensor) -> bool:
     """Whether the fused path handles this call (else the caller uses nn.GRU)."""
-    from image_bench.kernels.bigru import compute_dtype_for
+    from image_bench.accel.kernels.bigru import compute_dtype_for
 
     return (x.is_cuda and x.dim() == 3 and x.shape[0] > 0 and x.shape[1] > 0
             and gru.bidirectional and gru.num_layers == 1 and gru.batch_first and gru.bias

@@ -1,6 +1,9 @@
 """The SR models' wide convolutions between few and many channels, fast on the GPU: the tails
 (9x9, 64 -> 3 or 4) and the heads (9x9, 3 -> 64).
 
+The models build them as plain ``nn.Conv2d``; :func:`split_tail` and :func:`split_head` swap
+them for the classes below (same parameters, same state_dict keys).
+
 In IMAGE-2's training step on the H100 the three 9x9 64 -> 3 tails took ~13 ms of 109 ms of
 kernels (5.4 ms per tail, forward + backward, at batch 256): cuDNN runs them as implicit GEMMs
 whose tiles hold 32 output channels, 3 of them used.
@@ -30,8 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from image_bench.kernels import cuda_triton_module
-from image_bench.kernels.bigru import compute_dtype_for
+from image_bench.accel.kernels import cuda_triton_module
+from image_bench.accel.kernels.bigru import compute_dtype_for
+from image_bench.accel.swap import swap_class
 
 
 def sum_shifted_reference(z: torch.Tensor, bias: torch.Tensor | None, k: int, h: int,
@@ -205,10 +209,10 @@ class TailConv2d(_SameConv2d):
     """A stride-1, 'same'-padded k x k ``nn.Conv2d`` that runs split on CUDA (see the module)
     for batches of at least ``split_min_batch``.
 
-    H100, bf16, 9x9 64 -> 3 at 32 x 128 (scripts/gpu_tail_conv.py): batch 256 forward + backward
-    cuDNN 5.39-5.61 ms, split 1.83-1.93 ms (2.05-2.29 ms while the backward built grad_z; 64 -> 4:
-    5.41-5.46, 2.29-2.43 and 2.45-2.70 ms; three calls); batch-1 forward cuDNN 0.195 ms, split
-    0.266 ms. Batches in between were not measured; 32 keeps the batch-1 latency path on cuDNN."""
+    H100, bf16, 9x9 64 -> 3 at 32 x 128: batch 256 forward + backward cuDNN 5.39-5.61 ms, split
+    1.83-1.93 ms (2.05-2.29 ms while the backward built grad_z; 64 -> 4: 5.41-5.46, 2.29-2.43
+    and 2.45-2.70 ms; three calls); batch-1 forward cuDNN 0.195 ms, split 0.266 ms. Batches in
+    between were not measured; 32 keeps the batch-1 latency path on cuDNN."""
 
     def function(self) -> Callable | None:
         return _SPLIT_CONV
@@ -223,5 +227,34 @@ class HeadConv2d(_SameConv2d):
         return _HEAD_CONV if torch.is_grad_enabled() else None
 
 
+def is_same_conv(conv: nn.Module) -> bool:
+    """Whether ``conv`` is a plain stride-1, 'same'-padded, odd square ``nn.Conv2d``."""
+    if not isinstance(conv, nn.Conv2d):
+        return False
+    k = conv.kernel_size[0]
+    return (k % 2 == 1 and conv.kernel_size == (k, k) and conv.stride == (1, 1)
+            and conv.padding == (k // 2, k // 2) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.padding_mode == "zeros")
+
+
+def _swap_same_conv(conv: nn.Module, fast: type) -> bool:
+    if not is_same_conv(conv):
+        return False
+    swap_class(conv, fast)
+    return True
+
+
+def split_tail(conv: nn.Module) -> bool:
+    """Swap a plain 'same' convolution (an SR tail, many -> few channels) for
+    :class:`TailConv2d`; returns whether it did."""
+    return _swap_same_conv(conv, TailConv2d)
+
+
+def split_head(conv: nn.Module) -> bool:
+    """Swap a plain 'same' convolution (an SR head, few -> many channels) for
+    :class:`HeadConv2d`; returns whether it did."""
+    return _swap_same_conv(conv, HeadConv2d)
+
+
 __all__ = ["HeadConv2d", "ReferenceKernels", "TailConv2d", "conv_functions", "split_conv2d",
-           "sum_shifted_reference"]
+           "split_head", "split_tail", "sum_shifted_reference"]

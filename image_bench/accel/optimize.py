@@ -13,7 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from image_bench.accel import decisions
+from image_bench.accel.aligned_block import AlignedBlock, needs_alignment
+from image_bench.accel.patch_embed import AlignedPatchEmbed
+from image_bench.accel.swap import swap_class
 from image_bench.losses import compile_image_loss
+from image_bench.models.vit import Block, PatchEmbed
 
 # Compiling the SR parts too (below) trains faster, measured on the H100 at batch 256
 # (scripts/gpu_explore.py, ``nosr`` against ``base``): IMAGE-2 3,105 -> 3,351, TPGSR 5,715 ->
@@ -44,7 +49,6 @@ def region_types(sr_parts: bool = False) -> tuple[type[nn.Module], ...]:
     from image_bench.models.image_parts import ConvDecoder, Projector
     from image_bench.models.srb import SRB
     from image_bench.models.stn import STN
-    from image_bench.models.vit import Block, PatchEmbed
 
     sr = (STN, SRB, ConvDecoder, Projector, PatchEmbed) if sr_parts else ()
     return (Block, MixingBlock, *sr)
@@ -85,28 +89,26 @@ def compile_regions(model: nn.Module, mode: str | None = None, *, sr_parts: bool
 
 
 def align_blocks(model: nn.Module) -> int:
-    """Switch the transformer blocks (and patch embeddings) whose widths are not multiples of 8
-    to their aligned form (models/aligned_block.py); returns how many blocks."""
-    from image_bench.models.aligned_block import needs_alignment
-    from image_bench.models.vit import Block, PatchEmbed
-
+    """Swap the transformer blocks (and patch embeddings) whose widths are not multiples of 8
+    for their aligned form (accel/aligned_block.py); returns how many blocks."""
     count = 0
     for module in model.modules():
-        if isinstance(module, Block):
-            module.aligned = needs_alignment(module.attn.qkv.in_features, module.attn.heads)
-            count += module.aligned
-        elif isinstance(module, PatchEmbed):
-            module.aligned = needs_alignment(module.proj.out_channels, 1)
+        if isinstance(module, Block) and needs_alignment(module.attn.qkv.in_features,
+                                                         module.attn.heads):
+            swap_class(module, AlignedBlock)
+            count += 1
+        elif isinstance(module, PatchEmbed) and needs_alignment(module.proj.out_channels, 1):
+            swap_class(module, AlignedPatchEmbed)
     return count
 
 
-def compile_pays(model: nn.Module, samples: int) -> bool:
+def compile_pays(model: nn.Module | type, samples: float) -> bool:
     """Whether a training run of ``samples`` repays compiling ``model``'s blocks (its measured
-    break-even, ``compile_pays_from``; 0 for models that did not measure one)."""
-    return samples >= getattr(model, "compile_pays_from", 0)
+    break-even, ``decisions.compile_pays_from``; 0 for models that did not measure one)."""
+    return samples >= decisions.compile_pays_from(model)
 
 
-def compile_for_training(model: nn.Module, samples: int) -> list[str]:
+def compile_for_training(model: nn.Module, samples: float) -> list[str]:
     """Compile what a training run of ``samples`` repays (:func:`compile_pays` for the blocks,
     ``SR_COMPILE_PAYS_FROM`` for the SR parts, ``COMBO_KERNELS_PAY_FROM`` for combo kernels), on
     aligned operands; returns the regions."""
@@ -114,27 +116,16 @@ def compile_for_training(model: nn.Module, samples: int) -> list[str]:
         return []
     return compile_regions(model, sr_parts=samples >= SR_COMPILE_PAYS_FROM, align=True,
                            combo=samples >= COMBO_KERNELS_PAY_FROM
-                           and getattr(model, "combo_kernels", False))
+                           and decisions.combo_kernels(model))
 
 
 def training_layout(model: nn.Module, device: torch.device) -> bool:
     """channels_last 4-D weights for training on CUDA where the model measured it faster
-    (``model.train_channels_last``); before the optimiser is made, so its state follows. Returns
-    whether it did. Parameters keep their identity; checkpoints load into either layout."""
-    if device.type != "cuda" or not getattr(model, "train_channels_last", False):
+    (``decisions.train_channels_last``); before the optimiser is made, so its state follows.
+    Returns whether it did. Parameters keep their identity; checkpoints load into either layout."""
+    if device.type != "cuda" or not decisions.train_channels_last(model):
         return False
     model.to(memory_format=torch.channels_last)
-    return True
-
-
-def training_streams(model: nn.Module, device: torch.device) -> bool:
-    """Two CUDA streams in training for a model of two branches that share no gradient (IMAGE
-    with detached clues: the SR model on a side stream, models/branch_streams.py). For one CUDA
-    device: the trainer does not call it under DDP, whose gradient hooks were not tried with two
-    streams. Returns whether it is on."""
-    if device.type != "cuda" or not hasattr(model, "branch_streams"):
-        return False
-    model.branch_streams = True
     return True
 
 

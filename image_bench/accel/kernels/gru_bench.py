@@ -42,11 +42,11 @@ def bench_bigru(n_seq: int, steps: int, amp: torch.dtype | None = torch.bfloat16
     """Forward+backward milliseconds of cuDNN and of the fused path, and their ratio."""
     if not torch.cuda.is_available():
         raise RuntimeError("bench_bigru needs a CUDA device")
-    from image_bench.models import gru as dispatch
+    from image_bench.accel import gru as dispatch
 
     if not dispatch.fused_gru_available():
         raise RuntimeError("the fused GRU is unavailable (is triton installed?)")
-    from image_bench.kernels.fused_gru import fused_bigru
+    from image_bench.accel.kernels.fused_gru import fused_bigru
 
     torch.manual_seed(seed)
     gru = nn.GRU(inp, hidden, bidirectional=True, batch_first=True).cuda()

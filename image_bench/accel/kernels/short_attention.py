@@ -1,7 +1,7 @@
 """Multi-head self-attention over short sequences, forward and backward, in Triton (CUDA only).
 
 IMAGE's transformer blocks attend over 32 or 64 tokens with 4 heads of 49 columns (56 in the
-aligned blocks). Written out (``models.attention.written_out_attention``), one block's
+aligned blocks). Written out (``models.vit.attention``), one block's
 attention is two batched products of 1,024 tiny matrices at batch 256, a softmax and the copies
 that split the heads out of the qkv projection and merge them back, twice as many products and
 copies in the backward: about 11 ms of IMAGE-2's 71 ms training step on the H100 (docs/speed.md).
@@ -21,7 +21,7 @@ bf16 before its fp32 softmax, so this is the more exact of the two), P is rounde
 operands' dtype for P v, as ``attn.to(v.dtype)`` does. Tiles are padded to powers of two with
 masked loads: n <= MAX_TOKENS, d_h <= MAX_HEAD_DIM.
 
-This module imports triton: only ``models.attention`` imports it, where CUDA is present.
+This module imports triton: only ``accel.attention`` imports it, where CUDA is present.
 """
 
 from __future__ import annotations
