@@ -23,6 +23,7 @@ standard deviation). Medians and 10th/90th percentiles.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import multiprocessing as mp
 import time
@@ -30,6 +31,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from image_bench.data.lmdb_format import HR_SIZE, LR_SIZE, decode_image
 from image_bench.data.make import _renderer, make_sample
@@ -116,10 +118,6 @@ def quality(sizes: dict[str, int], seed: int, workers: int, batch: int = 50) -> 
 
 def crop_stats(images: list[bytes], labels: list[str]) -> dict[str, np.ndarray]:
     """Per-crop native height and width, label length, sharpness and contrast at the LR input."""
-    import io
-
-    from PIL import Image
-
     out = {k: [] for k in ("height", "width", "label_length", "sharpness", "contrast")}
     for buf, label in zip(images, labels):
         with Image.open(io.BytesIO(buf)) as im:

@@ -26,7 +26,6 @@ export IMAGE_BENCH_CACHE=$PWD/.cache/image-bench IMAGE_BENCH_RUNS=$PWD/runs
 mkdir -p runs/results
 start=$(date +%s)
 left() { echo $(( start + seconds - $(date +%s) )); }
-ib() { python3 -m image_bench.cli "$@" 2>&1 | grep -v -i "warn" | tee -a runs/driver.log; }
 for t in $tables; do
   [ -e "runs/done-$t" ] && continue
   [ "$(left)" -gt 30 ] || break

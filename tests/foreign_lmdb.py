@@ -24,32 +24,36 @@ def crop(w: int, h: int, shade: int, mode: str = "RGB") -> Image.Image:
     return Image.fromarray(np.full((h, w, 3), shade, np.uint8)).convert(mode)
 
 
-def write_benchmark(path: Path, records: list[tuple[str, bytes]]) -> Path:
-    """The clovaai / PARSeq layout: num-samples, image-%09d, label-%09d, 1-based."""
+def write_keys(path: Path, items: dict[bytes, bytes]) -> Path:
+    """An LMDB holding exactly ``items``, in one transaction (odd layouts and broken files too)."""
     path.mkdir(parents=True, exist_ok=True)
     env = lmdb.open(str(path), map_size=1 << 24)
     with env.begin(write=True) as txn:
-        for i, (label, image) in enumerate(records, 1):
-            txn.put(b"image-%09d" % i, image)
-            txn.put(b"label-%09d" % i, label.encode("utf-8"))
-        txn.put(b"num-samples", str(len(records)).encode())
+        for key, value in items.items():
+            txn.put(key, value)
     env.close()
+    return path
+
+
+def write_benchmark(path: Path, records: list[tuple[str, bytes]]) -> Path:
+    """The clovaai / PARSeq layout: num-samples, image-%09d, label-%09d, 1-based."""
+    items = {b"num-samples": str(len(records)).encode()}
+    for i, (label, image) in enumerate(records, 1):
+        items[b"image-%09d" % i] = image
+        items[b"label-%09d" % i] = label.encode("utf-8")
+    write_keys(path, items)
     (path / "lock.mdb").unlink(missing_ok=True)  # as published: data.mdb alone
     return path
 
 
 def write_textzoom(path: Path, records: list[tuple[str, bytes, bytes]]) -> Path:
     """TextZoom's layout: num-samples, image_hr-%09d, image_lr-%09d, label-%09d."""
-    path.mkdir(parents=True, exist_ok=True)
-    env = lmdb.open(str(path), map_size=1 << 24)
-    with env.begin(write=True) as txn:
-        for i, (label, hr, lr) in enumerate(records, 1):
-            txn.put(b"image_hr-%09d" % i, hr)
-            txn.put(b"image_lr-%09d" % i, lr)
-            txn.put(b"label-%09d" % i, label.encode("utf-8"))
-        txn.put(b"num-samples", str(len(records)).encode())
-    env.close()
-    return path
+    items = {b"num-samples": str(len(records)).encode()}
+    for i, (label, hr, lr) in enumerate(records, 1):
+        items[b"image_hr-%09d" % i] = hr
+        items[b"image_lr-%09d" % i] = lr
+        items[b"label-%09d" % i] = label.encode("utf-8")
+    return write_keys(path, items)
 
 
 def benchmark_bundle(root: Path) -> Path:

@@ -1,7 +1,6 @@
 """Reading LMDBs the suite never wrote: the STR benchmark format (the real ICDAR 2015 crops and
 small files written with lmdb directly), TextZoom's format, and the folder-of-subsets layout."""
 
-import lmdb
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,7 @@ from tests.foreign_lmdb import (
     crop,
     encode,
     write_benchmark,
+    write_keys,
     write_textzoom,
 )
 
@@ -78,12 +78,8 @@ def test_textzoom_format_detected_with_hr(tmp_path):
 
 
 def test_unknown_layouts_and_no_lmdb_are_named(tmp_path):
-    env = lmdb.open(str(tmp_path / "odd"), map_size=1 << 20)
-    with env.begin(write=True) as txn:
-        txn.put(b"num-samples", b"1")
-        txn.put(b"label-000000001", b"x")
-        txn.put(b"picture-000000001", b"y")
-    env.close()
+    write_keys(tmp_path / "odd", {b"num-samples": b"1", b"label-000000001": b"x",
+                                  b"picture-000000001": b"y"})
     with pytest.raises(DataError, match="nor image-%09d"):
         detect_format(tmp_path / "odd")
     (tmp_path / "none").mkdir()

@@ -1,6 +1,5 @@
 """`image-bench data import / info`: a good import and each error case, named by file and key."""
 
-import lmdb
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -8,6 +7,7 @@ from PIL import Image
 
 from image_bench.data.cli import data
 from image_bench.data.lmdb_format import TextZoomLMDB
+from tests.foreign_lmdb import write_keys
 
 
 def _folder(tmp_path, names=("a.png", "b.jpg"), hr=True):
@@ -67,11 +67,7 @@ def test_import_undecodable_and_missing_hr(tmp_path):
 
 
 def test_info_names_failing_key(tmp_path):
-    env = lmdb.open(str(tmp_path / "x"), map_size=1 << 22)
-    with env.begin(write=True) as txn:
-        txn.put(b"num-samples", b"1")
-        txn.put(b"label-000000001", b"word")
-        txn.put(b"image_lr-000000001", b"garbage")
-    env.close()
+    write_keys(tmp_path / "x", {b"num-samples": b"1", b"label-000000001": b"word",
+                                b"image_lr-000000001": b"garbage"})
     result = _run("info", tmp_path)
     assert result.exit_code == 1 and "image_lr-000000001" in result.output
