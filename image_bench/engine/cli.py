@@ -14,8 +14,9 @@ import click
 def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed: int):
     """A RunConfig from the profile's schedule for this stage, then the --set overrides.
 
-    Stage by data set and model kind: helper networks (kind 'aux') use ``helper_steps``,
-    training on ``synth`` is pretraining ("S"), anything else fine-tuning ("S+L"/STISR).
+    Stage by data set and model kind, as the run plan stages them: helper networks (kind 'aux')
+    use the helper schedule, training on ``synth`` is pretraining ("S"), an STISR model (kind
+    'sr') elsewhere is STISR training, anything else fine-tuning ("S+L").
     ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
     keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``),
     checked against the field's or keyword's type (engine/cli_checks.py).
@@ -26,9 +27,11 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     p = check_profile(profile)
     kind = getattr(check_model(model), "kind", "sr")
     if kind == "aux":
-        steps, batch = p.helper_steps, p.pretrain_batch
+        steps, batch = p.helper_steps, p.helper_batch
     elif data == "synth":
         steps, batch = p.pretrain_steps, p.pretrain_batch
+    elif kind == "sr":
+        steps, batch = p.stisr_steps, p.finetune_batch
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
     overrides, kwargs = parse_sets(model, sets)

@@ -74,7 +74,7 @@ class Plan:
         }
         if name not in helpers:
             raise ValueError(f"unknown STISR method {name!r}; known: {', '.join(helpers)}")
-        return self._cfg(name, "textzoom", p.finetune_steps, p.finetune_batch,
+        return self._cfg(name, "textzoom", p.stisr_steps, p.finetune_batch,
                          helpers=helpers[name], model_kwargs=dict(model_kwargs))
 
     # -- IMAGE ----------------------------------------------------------------------------------

@@ -105,8 +105,8 @@ def runner_meta(runner) -> dict:
 
 def schedule_text(p) -> str:
     return (f"pretraining (S) {p.pretrain_steps:,} steps x {p.pretrain_batch}, fine-tuning (S+L) "
-            f"and STISR training {p.finetune_steps:,} x {p.finetune_batch}, helper networks "
-            f"{p.helper_steps:,} x {p.helper_batch}")
+            f"{p.finetune_steps:,} x {p.finetune_batch}, STISR training {p.stisr_steps:,} x "
+            f"{p.finetune_batch}, helper networks {p.helper_steps:,} x {p.helper_batch}")
 
 
 # --------------------------------------------------------------------------------------------
