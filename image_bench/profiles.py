@@ -62,17 +62,18 @@ PROFILES = {
     # then showed IMAGE-2 S's synth val accuracy still climbing (34, 44, 59% at 2,000-2,500;
     # IMAGE-1 S 45, 54, 62%; CRNN S and SVTR S 75-80%, rising 2-4 points per check) and every
     # STISR model below bicubic on the val split, TG rising at every check (17.4 -> 18.8 dB),
-    # C3-STISR 17.7, 19.1, 19.8, 19.3, TPGSR 16.5, 19.4, 19.9, 18.7. So: pretraining 3,500 x 256
-    # (896k draws from 300k synth pairs), STISR training 3,000 x 64 (11 epochs of the 17k
-    # TextZoom pairs; TPGSR without STN reached 20.9 dB at 3,000 in issue 25's probes),
-    # fine-tuning 1,000 x 64 (IMAGE-1 S+L's val accuracy flat within 4 points from step 250),
+    # C3-STISR 17.7, 19.1, 19.8, 19.3, TPGSR 16.5, 19.4, 19.9, 18.7. So: pretraining 3,000 x 256
+    # (768k draws from 300k synth pairs), STISR training 2,500 x 64 (9 epochs of the 17k
+    # TextZoom pairs; TPGSR without STN reached 20.9 dB at 3,000 in issue 25's probes), both
+    # bounded by what fits the session's GPU time with the rest of the tables; fine-tuning
+    # 1,000 x 64 (IMAGE-1 S+L's val accuracy flat within 4 points from step 250),
     # helpers 800 x 64. Still far shorter than the paper's schedules: the tables say "quick" in
     # every caption, with the steps and batch, and `figures/loss/` shows where a curve had not
     # flattened.
     "quick": Profile("quick", synth_pairs=300_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,
-                     pretrain_steps=3_500, pretrain_batch=256, finetune_steps=1_000,
-                     finetune_batch=64, stisr_steps=3_000, helper_steps=800, eval_batch=256,
+                     pretrain_steps=3_000, pretrain_batch=256, finetune_steps=1_000,
+                     finetune_batch=64, stisr_steps=2_500, helper_steps=800, eval_batch=256,
                      checkpoint_every=250, validate_every=250, helper_batch=64),
     "paper": Profile("paper", synth_pairs=2_000_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,

@@ -51,7 +51,7 @@ def test_make_config_stage_and_overrides():
     assert (c.steps, c.batch_size) == (quick.finetune_steps, quick.finetune_batch)
     # the run plan's stages: STISR training and the helper networks have their own schedules
     c = make_config("tpgsr", "textzoom", "quick", (), 0)
-    assert (c.steps, c.batch_size) == (quick.stisr_steps, quick.finetune_batch) == (3_000, 64)
+    assert (c.steps, c.batch_size) == (quick.stisr_steps, quick.finetune_batch) == (2_500, 64)
     c = make_config("bcn", "synth", "quick", (), 0)
     assert (c.steps, c.batch_size) == (quick.helper_steps, quick.helper_batch)
     with pytest.raises(Exception, match="key=value"):
