@@ -178,6 +178,8 @@ class LearningSource(StubSource):
     def evaluation(self, method):
         if method.split != "val":
             return {"average": {"accuracy_weighted": 0.5, "psnr": 20.0, "ssim": 0.7}}
+        if method.run is not None and method.run.steps == 2200:
+            return None  # a cut-off run: test numbers, no val evaluation
         if method.run is None:
             val = {"psnr": 20.0, "accuracy": None}
         elif method.run.model == "crnn":
@@ -191,12 +193,14 @@ def test_rows_worse_than_doing_nothing_get_a_dagger_and_a_footnote():
     from image_bench.experiments.config import RunConfig
 
     crnn = RunConfig("crnn", "synth", "smoke", 3, 4)
-    bad, good = (RunConfig("tpgsr", "textzoom", "smoke", steps, 4) for steps in (1800, 2100))
+    bad, good, cut = (RunConfig("tpgsr", "textzoom", "smoke", steps, 4)
+                      for steps in (1800, 2100, 2200))
 
     def rows(seed):
         return [Row("CRNN", "-", "S", Method(crnn)),
                 Row("Bad$^1$", "-", "S+L", Method(bad, crnn)),
-                Row("Good$^1$", "-", "S+L", Method(good, crnn))]
+                Row("Good$^1$", "-", "S+L", Method(good, crnn)),
+                Row("Cut$^1$", "-", "S+L", Method(cut, crnn))]
 
     def values(row, src):
         return {"psnr": src.evaluation(row.method)["average"]["psnr"]}
@@ -207,11 +211,14 @@ def test_rows_worse_than_doing_nothing_get_a_dagger_and_a_footnote():
     assert built.flags[1] == [
         "SR output below bicubic on TextZoom val (18.00 < 20.00 dB)",
         "reads worse than CRNN (S) on the plain LR on TextZoom val (30.0% < 40.0%)"]
+    assert built.unchecked == {3}  # neither flagged nor shown as if it had passed
     md = to_markdown(built)
-    assert "| Bad¹† | S+L |" in md and "| Good¹ | S+L |" in md
+    assert "| Bad¹† | S+L |" in md and "| Good¹ | S+L |" in md and "| Cut¹‡ | S+L |" in md
     assert "† Bad¹ did not learn" in md and "(18.00 < 20.00 dB)" in md
+    assert "‡ Cut¹ (S+L): not judged: no TextZoom val evaluation" in md
     tex = to_latex(built)
     assert "Bad$^1$$^\\dagger$ & S+L" in tex and "(30.0\\% $<$ 40.0\\%)" in tex
+    assert "Cut$^1$$^\\ddagger$ & S+L" in tex
     lines = to_csv(built).splitlines()
     assert lines[0].endswith(",did_not_learn") and lines[3].endswith(",")
-    assert "below bicubic" in lines[2]
+    assert "below bicubic" in lines[2] and lines[4].endswith(",not judged")

@@ -144,16 +144,31 @@ def _split_result(ev: dict | None) -> dict:
     return {} if ev is None else ev["splits"][LEARNING_SPLIT[1]]
 
 
-def learning_flags(row: Row, src: Source) -> list[str]:
-    """Why the row's trained method is worse than doing nothing, one reason a line (empty when
-    it is not, or when the row has no trained SR model)."""
+def _judged(row: Row) -> bool:
+    """Whether the row holds a trained SR model (or STISR pair) to judge; a recognizer reads the
+    LR itself and has nothing to compare against."""
     from image_bench.models.base import model_class
 
     method = row.method
     if method is None or not isinstance(method.run, RunConfig) or row.cost_part == "recognition":
+        return False
+    return getattr(model_class(method.run.model), "kind", "sr") != "recognizer"
+
+
+def learning_unchecked(row: Row, src: Source) -> bool:
+    """A trained SR row with test numbers but no TextZoom val evaluation (a cut-off run): its
+    row cannot be judged, and the table says so rather than showing it as unflagged."""
+    if not _judged(row) or src.evaluation(row.method) is None:
+        return False
+    return src.evaluation(_val(row.method.run, row.method.reader)) is None
+
+
+def learning_flags(row: Row, src: Source) -> list[str]:
+    """Why the row's trained method is worse than doing nothing, one reason a line (empty when
+    it is not, or when the row has no trained SR model)."""
+    if not _judged(row):
         return []
-    if getattr(model_class(method.run.model), "kind", "sr") == "recognizer":
-        return []  # reads the LR itself: nothing to compare against
+    method = row.method
     own = _split_result(src.evaluation(_val(method.run, method.reader)))
     flags = []
     if own.get("psnr") is not None:

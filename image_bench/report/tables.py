@@ -16,7 +16,13 @@ from importlib import resources
 from pathlib import Path
 
 from image_bench.experiments.store import atomic_write_text
-from image_bench.experiments.tables import Row, TableSpec, learning_flags, mean_std
+from image_bench.experiments.tables import (
+    Row,
+    TableSpec,
+    learning_flags,
+    learning_unchecked,
+    mean_std,
+)
 
 
 def paper_tables() -> dict:
@@ -40,6 +46,8 @@ class BuiltTable:
     meta: dict = field(default_factory=dict)  # data, device, commits, profile
     # row index -> why that row's method is worse than doing nothing (tables.learning_flags)
     flags: dict[int, list[str]] = field(default_factory=dict)
+    # rows that could not be judged: test numbers but no TextZoom val evaluation yet
+    unchecked: set[int] = field(default_factory=set)
 
     def missing(self) -> list[str]:
         """Rows with no reproduced value at all (nothing in the store for them)."""
@@ -58,12 +66,14 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
     for seed in seeds:
         rows = spec.rows(runner.plan(seed))
         per_seed.append([(row, spec.values(row, runner)) for row in rows])
-    built, flags = [], {}
+    built, flags, unchecked = [], {}, set()
     for i, (row, _) in enumerate(per_seed[0]):
         reasons = sorted({r for seed_rows in per_seed
                           for r in learning_flags(seed_rows[i][0], runner)})
         if reasons:
             flags[i] = reasons
+        elif any(learning_unchecked(seed_rows[i][0], runner) for seed_rows in per_seed):
+            unchecked.add(i)
         cells = {}
         for col in spec.columns:
             mean, std = mean_std([vals[i][1].get(col.name) for vals in per_seed])
@@ -81,7 +91,8 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
             if cells[col.name].mean is not None and round(cells[col.name].mean, col.digits) == \
                     round(best, col.digits):
                 cells[col.name].best = True
-    return BuiltTable(spec, built, list(seeds), meta=runner_meta(runner), flags=flags)
+    return BuiltTable(spec, built, list(seeds), meta=runner_meta(runner), flags=flags,
+                      unchecked=unchecked)
 
 
 def runner_meta(runner) -> dict:
@@ -95,8 +106,9 @@ def runner_meta(runner) -> dict:
             commits.add(prov["commit"][:10] + ("+dirty" if prov.get("dirty") else ""))
         ident = prov.get("data")
         if isinstance(ident, dict) and ident.get("name"):
-            part = "test" if any(s.startswith("test") for s in ident.get("splits", {})) \
-                else "train"
+            splits = ident.get("splits", {})
+            part = "test" if any(s.startswith("test") for s in splits) else \
+                "val" if splits and all(s == "val" for s in splits) else "train"
             data[f"{ident['name']} ({part})"] = \
                 f"{'/'.join(ident.get('source', ['?']))} \\#{ident['hash'][:12]}"
     return {"data": data, "devices": sorted(devices), "commits": sorted(commits),
@@ -129,16 +141,23 @@ def caption(table: BuiltTable) -> str:
 
 
 DAGGER = {"latex": "$^\\dagger$", "markdown": "†"}
+DDAGGER = {"latex": "$^\\ddagger$", "markdown": "‡"}
 FLAG_NOTE = ("did not learn: worse than doing nothing (judged on TextZoom's validation split, "
              "not the test)")
+UNCHECKED_NOTE = ("not judged: no TextZoom val evaluation in the store (the run was cut "
+                  "before it), so whether they beat doing nothing is not checked; "
+                  "image-bench run on this table adds it")
 
 
 def _flagged(table: BuiltTable, i: int, label: str, style: str) -> str:
-    return label + DAGGER[style] if i in table.flags else label
+    if i in table.flags:
+        return label + DAGGER[style]
+    return label + DDAGGER[style] if i in table.unchecked else label
 
 
 def footnotes(table: BuiltTable, style: str) -> list[str]:
-    """One line per flagged row: the dagger, the row and its reasons."""
+    """One line per flagged row (the dagger, the row and its reasons), then one naming the rows
+    that could not be judged (the double dagger)."""
     mark = DAGGER[style]
     notes = []
     for i, reasons in sorted(table.flags.items()):
@@ -148,6 +167,12 @@ def footnotes(table: BuiltTable, style: str) -> list[str]:
         else:
             label = _md(label)
         notes.append(f"{mark} {label} {FLAG_NOTE}: {text}.")
+    if table.unchecked:
+        rows = [table.rows[i][0] for i in sorted(table.unchecked)]
+        labels = [f"{r.label} ({r.datasets})" if r.datasets not in ("", "-") else r.label
+                  for r in rows]
+        labels = labels if style == "latex" else [_md(x) for x in labels]
+        notes.append(f"{DDAGGER[style]} {', '.join(labels)}: {UNCHECKED_NOTE}.")
     return notes
 
 
@@ -233,7 +258,8 @@ def to_csv(table: BuiltTable) -> str:
             cell = cells[c.name]
             vals += ["" if v is None else f"{v:.6g}" for v in (cell.mean, cell.std, cell.paper)]
         writer.writerow([row.paper, _md(row.label), row.datasets, *vals,
-                         "; ".join(table.flags.get(i, []))])
+                         "; ".join(table.flags.get(i, []))
+                         or ("not judged" if i in table.unchecked else "")])
     return out.getvalue()
 
 
