@@ -330,6 +330,13 @@ def test_sigterm_stops_cleanly_and_logs_the_stopped_session(fakes):
     # the stage the slow fake (TPGSR) sat in is charged; the signal may come within the first
     # milliseconds of it, which the log's 2-decimal rounding shows as 0.0
     assert sessions[0]["stages"]["train STISR"] >= 0
+    # the rows finished before the cut keep their did-it-learn judgement (TG's val evaluation)
+    from image_bench.experiments.store import RunStore
+
+    store = RunStore(results / "store")
+    tg = [r["key"] for r in store.records("train") if r["spec"]["model"] == "tg"]
+    val = [r for r in store.records("eval") if r["spec"].get("split") == "val"]
+    assert len(tg) == 1 and any(r["spec"]["method"] == tg[0] for r in val)
     rerun = _spawn(results, env)
     out, _ = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, out

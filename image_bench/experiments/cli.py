@@ -72,6 +72,7 @@ def run(table, profile, seeds, results, device, data_root, compile_, figures, qu
     run in flight at its current step (exit 143 / 130); stages.jsonl logs each session."""
     from image_bench.experiments.runner import Runner
     from image_bench.experiments.store import StoreError
+    from image_bench.experiments.tables import learning_flags
     from image_bench.report.tables import build_table, write_table
 
     console = _console()
@@ -89,6 +90,9 @@ def run(table, profile, seeds, results, device, data_root, compile_, figures, qu
                 console.rule(f"{name} (seed {seed}): {len(rows)} rows")
                 for row in rows:
                     spec.values(row, runner)
+                    # its did-it-learn check (the val evaluations) now: a run cut off later
+                    # keeps the judgement of every row finished before the cut
+                    learning_flags(row, runner)
         with runner.stage("report"):
             for name in names:
                 built = build_table(TABLES[name], runner, list(range(seeds)))
