@@ -78,3 +78,27 @@ def test_bf16_weight_copy_reads_like_float32():
     assert next(model.parameters()).dtype == torch.float32
     rel = ((out.float() - ref).norm() / ref.norm()).item()
     assert 0 < rel < 0.05
+
+
+def test_bench_json_keeps_the_models_finished_before_a_cut(tmp_path, monkeypatch):
+    """`bench --json` writes after every model: a time limit that stops the second model leaves
+    the first one's figures on disk."""
+    import json
+
+    from click.testing import CliRunner
+
+    import image_bench.engine.bench as bench
+    from image_bench.cli import main
+
+    done = []
+
+    def fake(name, **kwargs):
+        if done:
+            raise KeyboardInterrupt  # the limit's signal while the second model is timed
+        done.append(name)
+        return {"model": name, "modes": {}}
+
+    monkeypatch.setattr(bench, "bench_model", fake)
+    out = tmp_path / "b" / "bench.json"
+    CliRunner().invoke(main, ["bench", "crnn", "svtr", "--device", "cpu", "--json", str(out)])
+    assert json.loads(out.read_text()) == [{"model": "crnn", "modes": {}}]

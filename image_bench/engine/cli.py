@@ -322,6 +322,8 @@ def bench(models, json_path, device, recognizer, iters, throughput_batch, train_
                                    batch_sizes=(1, throughput_batch), train=not no_train,
                                    train_batch=train_batch, kernels=kernels, modes=tuple(modes),
                                    compile=not no_compile))
+        if json_path:  # after every model: a time limit that cuts the next loses only that one
+            _write_bench_json(json_path, results)
     first = results[0]
     table = Table(title=f"{first['device']}, torch {first['torch']} ({first['figures']})")
     for col in ("method", "mode", "batch 1: ms/image", f"batch {throughput_batch}: images/s",
@@ -343,7 +345,13 @@ def bench(models, json_path, device, recognizer, iters, throughput_batch, train_
             click.echo(f"  {r['model']}: {100 * k['share']:5.1f}%  {k['ms_per_step']:8.3f} ms  "
                        f"{k['kernel']}")
     if json_path:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = results if not grus else [*results, {"model": "gru-alone", "rows": grus}]
-        json_path.write_text(json.dumps(payload, indent=1, default=str))
+        _write_bench_json(json_path, results if not grus else
+                          [*results, {"model": "gru-alone", "rows": grus}])
         click.echo(f"written: {json_path}")
+
+
+def _write_bench_json(path: Path, payload: list) -> None:
+    from image_bench.experiments.store import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=1, default=str))
