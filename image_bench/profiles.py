@@ -69,7 +69,12 @@ PROFILES = {
     # 1,000 x 64 (IMAGE-1 S+L's val accuracy flat within 4 points from step 250),
     # helpers 800 x 64. Still far shorter than the paper's schedules: the tables say "quick" in
     # every caption, with the steps and batch, and `figures/loss/` shows where a curve had not
-    # flattened.
+    # flattened. At these sizes (44e307c, H200) Table 1 alone took 1,333 s of device time in
+    # three calls and was not finished (IMAGE-2 S at step 2,650 of 3,000; IMAGE-2 S+L and the
+    # val evaluations left, roughly 150 s), so `run all` is over the 30-minute target. Not
+    # flattened at the end: TG (val 19.7, 19.3, 19.8 dB at 2,000-2,500, bicubic 20.1), TPGSR
+    # (20.3 -> 21.2), IMAGE-1 S (synth val 67, 71, 74%) and IMAGE-2 S (22, 41, 50% at
+    # 2,000-2,500; the run was cut at 2,650). C3-STISR had flattened (20.9-21.0 dB).
     "quick": Profile("quick", synth_pairs=300_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,
                      pretrain_steps=3_000, pretrain_batch=256, finetune_steps=1_000,
