@@ -54,6 +54,25 @@ def test_make_config_stage_and_overrides():
     assert (c.steps, c.batch_size) == (quick.stisr_steps, quick.finetune_batch) == (2_500, 64)
     c = make_config("bcn", "synth", "quick", (), 0)
     assert (c.steps, c.batch_size) == (quick.helper_steps, quick.helper_batch)
+    # the learning rate each model trains at is written into its config (and so its key)
+    assert make_config("tg", "textzoom", "quick", (), 0).lr == 1e-3
+    assert make_config("crnn", "synth", "quick", (), 0).lr == 1e-4
+    assert make_config("tg", "textzoom", "quick", ("lr=1e-4",), 0).lr == 1e-4
+
+
+def test_run_plan_names_each_models_learning_rate():
+    """TG, TPGSR and C3-STISR train at TSRN's 1e-3 and the recognizers and IMAGE at the paper's
+    1e-4; the plan's configs say so, and the optimiser takes exactly the config's rate."""
+    from image_bench.engine.step import optim_settings
+    from image_bench.experiments.plan import Plan
+    from image_bench.models.base import build
+
+    plan = Plan(get_profile("smoke"), 0, lambda data: "h")
+    assert {name: plan.stisr(name).lr for name in ("tg", "tpgsr", "c3stisr")} == {
+        "tg": 1e-3, "tpgsr": 1e-3, "c3stisr": 1e-3}
+    assert plan.recognizer("crnn", "S+L").lr == plan.image(1, "S").lr == 1e-4
+    assert optim_settings(build("tg"), 1e-4)["lr"] == 1e-4
+    assert optim_settings(build("tg"), 1e-3)["beta1"] == 0.5
     with pytest.raises(Exception, match="key=value"):
         make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
 

@@ -45,7 +45,7 @@ from image_bench.accel.optimize import (
 )
 from image_bench.engine.checkpoint import build_by_name
 from image_bench.engine.env import environment
-from image_bench.engine.step import StepModule, Stepper, make_optimizer, optim_settings
+from image_bench.engine.step import StepModule, Stepper, make_optimizer, model_lr, optim_settings
 from image_bench.models.base import BenchModel
 from image_bench.models.recognizer import resize_for_recognizer
 
@@ -251,7 +251,7 @@ def _training_setup(name: str, device: torch.device, optimized: bool, batch: int
     levers: dict = {"fused_adamw": optimized and device.type == "cuda",
                     "channels_last": optimized and training_layout(model, device),
                     "branch_streams": optimized and training_streams(model, device)}
-    settings = optim_settings(model, 1e-4)
+    settings = optim_settings(model, model_lr(type(model)))
     # eager: the plain foreach AdamW; optimized: fused AdamW (make_optimizer's CUDA default)
     optimizer, scheduler = make_optimizer(model, settings, device if optimized else
                                           torch.device("cpu"), capturable=graphed)

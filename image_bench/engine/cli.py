@@ -17,15 +17,18 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     Stage by data set and model kind, as the run plan stages them: helper networks (kind 'aux')
     use the helper schedule, training on ``synth`` is pretraining ("S"), an STISR model (kind
     'sr') elsewhere is STISR training, anything else fine-tuning ("S+L").
+    The learning rate is the model's own (``model_lr``) unless set.
     ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
     keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``),
     checked against the field's or keyword's type (engine/cli_checks.py).
     """
     from image_bench.engine.cli_checks import check_model, check_profile, parse_sets
+    from image_bench.engine.step import model_lr
     from image_bench.experiments.config import RunConfig
 
     p = check_profile(profile)
-    kind = getattr(check_model(model), "kind", "sr")
+    factory = check_model(model)
+    kind = getattr(factory, "kind", "sr")
     if kind == "aux":
         steps, batch = p.helper_steps, p.helper_batch
     elif data == "synth":
@@ -35,7 +38,8 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
     overrides, kwargs = parse_sets(model, sets)
-    fields = {"steps": steps, "batch_size": batch, "seed": seed, **overrides}
+    fields = {"steps": steps, "batch_size": batch, "seed": seed, "lr": model_lr(factory),
+              **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
 
 

@@ -17,12 +17,16 @@ DEFAULT_GRAD_CLIP = 5.0
 _OVERRIDE_KEYS = {"lr", "beta1", "beta2", "weight_decay", "grad_clip", "eps", "warmup_steps"}
 
 
-def optim_settings(model: BenchModel, cfg_lr: float) -> dict:
-    """The suite's defaults, then the model's overrides (its original's values).
+def model_lr(model_cls) -> float:
+    """A model's learning rate when the run does not set one: its original's (optim_overrides)
+    or the paper's. The experiments layer writes it into every RunConfig, so a run's identity
+    names the rate it trained at."""
+    return float(getattr(model_cls, "optim_overrides", {}).get("lr", DEFAULT_LR))
 
-    The run's own ``lr`` wins over the model's override when it differs from the suite default,
-    i.e. when someone set it on purpose (``--set lr=...``).
-    """
+
+def optim_settings(model: BenchModel, lr: float) -> dict:
+    """The suite's defaults, then the model's overrides (its original's values), at the run's
+    learning rate ``lr`` (RunConfig.lr: ``model_lr`` unless set with ``--set lr=...``)."""
     overrides = dict(type(model).optim_overrides)
     unknown = set(overrides) - _OVERRIDE_KEYS
     if unknown:
@@ -31,8 +35,7 @@ def optim_settings(model: BenchModel, cfg_lr: float) -> dict:
     s = {"lr": DEFAULT_LR, "beta1": 0.9, "beta2": 0.999, "weight_decay": DEFAULT_WEIGHT_DECAY,
          "grad_clip": DEFAULT_GRAD_CLIP, "eps": 1e-8, "warmup_steps": 0}
     s.update(overrides)
-    if cfg_lr != DEFAULT_LR:
-        s["lr"] = cfg_lr
+    s["lr"] = float(lr)
     return s
 
 

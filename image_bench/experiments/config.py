@@ -19,7 +19,9 @@ class RunConfig:
     steps: int
     batch_size: int
     seed: int = 0
-    lr: float = 1e-4  # AdamW, the paper's setting; models may override (BenchModel.optim_overrides)
+    # AdamW's rate. The run plan and `image-bench train` write in the model's own (its original's
+    # from BenchModel.optim_overrides, else the paper's 1e-4: engine.step.model_lr).
+    lr: float = 1e-4
     model_kwargs: dict = field(default_factory=dict)
     # The run whose final weights initialise this one (pretraining S -> fine-tuning S+L).
     init_from: RunConfig | None = None

@@ -35,11 +35,16 @@ class Plan:
     def _cfg(self, model: str, data: str, steps: int, batch: int, **extra) -> RunConfig:
         # A model's STN setting is named in its key, so a run trained under one default is
         # never taken for a run of another after the default changes.
+        # Likewise its learning rate (its original's, or the paper's), so the key and the record
+        # say what it trained at.
+        from image_bench.engine.step import model_lr
         from image_bench.models.base import model_class
 
-        default = getattr(model_class(model), "stn_default", None)
+        cls = model_class(model)
+        default = getattr(cls, "stn_default", None)
         if default is not None:
             extra["model_kwargs"] = {"stn": default, **extra.get("model_kwargs", {})}
+        extra.setdefault("lr", model_lr(cls))
         return RunConfig(model=model, data=data, profile=self.profile.name, steps=steps,
                          batch_size=batch, seed=self.seed, data_identity=self.identity(data),
                          **extra)
