@@ -74,7 +74,12 @@ PROFILES = {
     # val evaluations left, roughly 150 s), so `run all` is over the 30-minute target. Not
     # flattened at the end: TG (val 19.7, 19.3, 19.8 dB at 2,000-2,500, bicubic 20.1), TPGSR
     # (20.3 -> 21.2), IMAGE-1 S (synth val 67, 71, 74%) and IMAGE-2 S (22, 41, 50% at
-    # 2,000-2,500; the run was cut at 2,650). C3-STISR had flattened (20.9-21.0 dB).
+    # 2,000-2,500; the run was cut at 2,650). C3-STISR had flattened (20.9-21.0 dB). The 606bb21
+    # reproduction (H200) finished Table 1 in 557 + 557 + 436 s. IMAGE-2 S's synth val accuracy
+    # was still rising at 3,000 (20, 44, 61% at 2,000-3,000) and IMAGE-1 S's too (51, 62, 69%).
+    # The STISR models' val PSNR did not settle at lr 1e-3: it swung by 1-2.5 dB between checks
+    # (TPGSR 17.9-20.6, C3-STISR 16.6-20.9, TG 16.0-19.9 dB). Longer training does not fix a
+    # swing, so their schedule stays until its cause is found (README, Results).
     "quick": Profile("quick", synth_pairs=300_000, textzoom_train=(14_573, 2_794),
                      textzoom_test=(1_619, 1_411, 1_343), ic15_images=352,
                      pretrain_steps=3_000, pretrain_batch=256, finetune_steps=1_000,
