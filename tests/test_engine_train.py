@@ -189,3 +189,30 @@ def test_stop_signals_outside_training_and_twice():
             os.kill(os.getpid(), signal.SIGINT)  # a second one while the first waits: at once
             time.sleep(5)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_validation_reports_the_train_only_stn_at_eval_too():
+    """A TSRN-family model logs, beside its val PSNR, the PSNR with its train-only STN applied
+    at evaluation too (a diagnostic): at the identity initialisation the warp changes nothing,
+    so the two agree; the switch is off again afterwards; a model without STN logs no such key."""
+    from image_bench.data.datasets import TensorSet
+    from image_bench.engine.train import validate
+    from image_bench.models.base import build
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.randint(0, 256, (6, 3, 32, 128), dtype=torch.uint8, generator=g)
+    lr = F.interpolate(hr.float(), size=(16, 64), mode="area").round().to(torch.uint8)
+    val = TensorSet(lr, hr, ["ab", "cd", "ef", "gh", "ij", "kl"])
+    torch.manual_seed(0)
+    model = build("tg", stn="identity")
+    res = validate(model, val, None, 4, torch.device("cpu"))
+    assert res["metric"] == "psnr" and abs(res["psnr_with_stn"] - res["psnr"]) < 1e-5
+    assert not model.backbone.stn_at_eval and model.training
+    with torch.no_grad():  # a drifted STN: control points squeezed to the middle third
+        model.backbone.stn.fc2.bias.mul_(0.3)
+    drifted = validate(model, val, None, 4, torch.device("cpu"))
+    assert drifted["psnr"] == pytest.approx(res["psnr"])  # evaluation itself does not warp
+    # (an untrained network's output hardly depends on its input, hence the small margin)
+    assert abs(drifted["psnr_with_stn"] - drifted["psnr"]) > 1e-3
+    assert "psnr_with_stn" not in validate(build("tg", stn="none"), val, None, 4,
+                                           torch.device("cpu"))

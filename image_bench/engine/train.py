@@ -171,6 +171,9 @@ def plot_losses(log_path: Path, png_path: Path, title: str) -> None:
         xs = [x for x, _ in points]
         ys = [100 * y if key == "accuracy" else y for _, y in points]
         ax.plot(xs, ys, "o-", color="k", ms=3, label="model")
+        warped = [(r["step"], r["psnr_with_stn"]) for r in val if r.get("psnr_with_stn")]
+        if key == "psnr" and warped:  # the diagnostic of _psnr_with_stn
+            ax.plot(*zip(*warped), "s--", color="tab:blue", ms=3, lw=1, label="STN at eval too")
         if key == "psnr" and bicubic is not None:
             ax.axhline(bicubic, color="tab:red", ls="--", lw=1, label=f"bicubic {bicubic:.2f}")
             ax.legend(fontsize=7, loc="lower right")
@@ -260,12 +263,41 @@ def validate(model, val_ts, val_rs, batch_size: int, device: torch.device) -> di
                 return {"score": -loss, "metric": "-val_loss", "val_loss": loss}
             res = evaluate(model, {"val": val_ts}, recognizer=_val_recognizer(model),
                            batch_size=batch_size, device=str(device))["splits"]["val"]
+        extra = _psnr_with_stn(model, val_ts, batch_size, device)
     finally:
         model.train(was_training)
     if res["accuracy"] is not None:
         return {"score": res["accuracy"], "metric": "accuracy", "accuracy": res["accuracy"],
-                "ned": res["ned"], "psnr": res["psnr"], "ssim": res["ssim"]}
-    return {"score": res["psnr"], "metric": "psnr", "psnr": res["psnr"], "ssim": res["ssim"]}
+                "ned": res["ned"], "psnr": res["psnr"], "ssim": res["ssim"], **extra}
+    return {"score": res["psnr"], "metric": "psnr", "psnr": res["psnr"], "ssim": res["ssim"],
+            **extra}
+
+
+def _stn_backbones(model) -> list:
+    from image_bench.models.tsrn import TSRNBackbone
+
+    return [m for m in model.modules() if isinstance(m, TSRNBackbone) and m.stn is not None]
+
+
+def _psnr_with_stn(model, val_ts, batch_size: int, device: torch.device) -> dict:
+    """For a model whose STN warps in training only (the TSRN family): the val PSNR with the
+    warp applied at evaluation too. A diagnostic beside the selection score, never the score:
+    where it stays level while ``psnr`` swings, the SR network has learned to undo a warp that
+    evaluation no longer applies."""
+    from image_bench.engine.evaluate import evaluate
+
+    backbones = _stn_backbones(model)
+    if not backbones:
+        return {}
+    for m in backbones:
+        m.stn_at_eval = True
+    try:
+        res = evaluate(model, {"val": val_ts}, batch_size=batch_size,
+                       device=str(device))["splits"]["val"]
+    finally:
+        for m in backbones:
+            m.stn_at_eval = False
+    return {"psnr_with_stn": res["psnr"]}
 
 
 # ---------------------------------------------------------------------------------------------

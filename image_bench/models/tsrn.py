@@ -38,6 +38,9 @@ class TSRNBackbone(nn.Module):
         self.mask = mask
         io_channels = 4 if mask else 3
         self.stn = build_stn(stn, io_channels)  # models/stn.py: 'none' | 'original' | 'identity'
+        # A diagnostic switch, off in every run: warp at evaluation too, to measure what the
+        # train-only STN costs at test time (engine/train.py logs it as psnr_with_stn).
+        self.stn_at_eval = False
         self.block1 = nn.Sequential(nn.Conv2d(io_channels, channels, 9, padding=4), nn.PReLU())
         self.blocks = nn.ModuleList(SRB(channels, clue_channels) for _ in range(num_blocks))
         self.block7 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
@@ -49,7 +52,7 @@ class TSRNBackbone(nn.Module):
     def prepare(self, lr: torch.Tensor) -> torch.Tensor:
         """Mask channel (if used), then the STN warp in training only."""
         x = add_text_mask(lr) if self.mask else lr
-        if self.stn is not None and self.training:
+        if self.stn is not None and (self.training or self.stn_at_eval):
             x = self.stn(x)
         return x
 
