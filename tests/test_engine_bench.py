@@ -58,6 +58,8 @@ def test_make_config_stage_and_overrides():
     assert make_config("tg", "textzoom", "quick", (), 0).lr == 1e-3
     assert make_config("crnn", "synth", "quick", (), 0).lr == 1e-4
     assert make_config("tg", "textzoom", "quick", ("lr=1e-4",), 0).lr == 1e-4
+    with pytest.raises(Exception, match="key=value"):
+        make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
 
 
 def test_run_plan_names_each_models_learning_rate():
@@ -73,8 +75,6 @@ def test_run_plan_names_each_models_learning_rate():
     assert plan.recognizer("crnn", "S+L").lr == plan.image(1, "S").lr == 1e-4
     assert optim_settings(build("tg"), 1e-4)["lr"] == 1e-4
     assert optim_settings(build("tg"), 1e-3)["beta1"] == 0.5
-    with pytest.raises(Exception, match="key=value"):
-        make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
 
 
 def test_bf16_weight_copy_reads_like_float32():

@@ -32,11 +32,9 @@ def optim_settings(model: BenchModel, lr: float) -> dict:
     if unknown:
         raise KeyError(f"{type(model).__name__}.optim_overrides has unknown keys {sorted(unknown)};"
                        f" known: {sorted(_OVERRIDE_KEYS)}")
-    s = {"lr": DEFAULT_LR, "beta1": 0.9, "beta2": 0.999, "weight_decay": DEFAULT_WEIGHT_DECAY,
-         "grad_clip": DEFAULT_GRAD_CLIP, "eps": 1e-8, "warmup_steps": 0}
-    s.update(overrides)
-    s["lr"] = float(lr)
-    return s
+    return {"beta1": 0.9, "beta2": 0.999, "weight_decay": DEFAULT_WEIGHT_DECAY,
+            "grad_clip": DEFAULT_GRAD_CLIP, "eps": 1e-8, "warmup_steps": 0,
+            **overrides, "lr": float(lr)}
 
 
 def make_optimizer(model: nn.Module, settings: dict, device: torch.device,

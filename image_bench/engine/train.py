@@ -176,6 +176,7 @@ def plot_losses(log_path: Path, png_path: Path, title: str) -> None:
             ax.plot(*zip(*warped), "s--", color="tab:blue", ms=3, lw=1, label="STN at eval too")
         if key == "psnr" and bicubic is not None:
             ax.axhline(bicubic, color="tab:red", ls="--", lw=1, label=f"bicubic {bicubic:.2f}")
+        if key == "psnr" and (bicubic is not None or warped):
             ax.legend(fontsize=7, loc="lower right")
         if key == "accuracy":
             ax.set_ylim(0, max(10.0, 1.1 * max(ys)))
