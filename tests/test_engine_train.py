@@ -216,3 +216,34 @@ def test_validation_reports_the_train_only_stn_at_eval_too():
     assert abs(drifted["psnr_with_stn"] - drifted["psnr"]) > 1e-3
     assert "psnr_with_stn" not in validate(build("tg", stn="none"), val, None, 4,
                                            torch.device("cpu"))
+
+
+def test_validation_reports_the_psnr_with_batch_statistics_too():
+    """An SR model with BatchNorm logs, beside its val PSNR, the PSNR with every BatchNorm
+    normalising by the val batch's own statistics (a diagnostic): stale running estimates move
+    the PSNR but not the diagnostic, and come back untouched; a recognizer logs no such key."""
+    from image_bench.data.datasets import TensorSet
+    from image_bench.engine.train import validate
+    from image_bench.models.base import build
+
+    g = torch.Generator().manual_seed(0)
+    hr = torch.randint(0, 256, (6, 3, 32, 128), dtype=torch.uint8, generator=g)
+    lr = F.interpolate(hr.float(), size=(16, 64), mode="area").round().to(torch.uint8)
+    val = TensorSet(lr, hr, ["ab", "cd", "ef", "gh", "ij", "kl"])
+    torch.manual_seed(0)
+    model = build("tg", stn="none")
+    cpu = torch.device("cpu")
+    res = validate(model, val, None, 6, cpu)
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():  # running estimates that lag far behind the weights
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.add_(3.0)
+                m.running_var.mul_(10.0)
+    before = bn.running_mean.clone(), bn.running_var.clone()
+    stale = validate(model, val, None, 6, cpu)
+    assert abs(stale["psnr"] - res["psnr"]) > 0.1
+    assert stale["psnr_batch_stats"] == pytest.approx(res["psnr_batch_stats"], abs=1e-4)
+    assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
+    assert model.training
+    assert "psnr_batch_stats" not in validate(build("crnn"), val, None, 6, cpu)

@@ -174,9 +174,12 @@ def plot_losses(log_path: Path, png_path: Path, title: str) -> None:
         warped = [(r["step"], r["psnr_with_stn"]) for r in val if r.get("psnr_with_stn")]
         if key == "psnr" and warped:  # the diagnostic of _psnr_with_stn
             ax.plot(*zip(*warped), "s--", color="tab:blue", ms=3, lw=1, label="STN at eval too")
+        batch = [(r["step"], r["psnr_batch_stats"]) for r in val if r.get("psnr_batch_stats")]
+        if key == "psnr" and batch:  # the diagnostic of _psnr_batch_stats
+            ax.plot(*zip(*batch), "^:", color="tab:green", ms=3, lw=1, label="BN batch stats")
         if key == "psnr" and bicubic is not None:
             ax.axhline(bicubic, color="tab:red", ls="--", lw=1, label=f"bicubic {bicubic:.2f}")
-        if key == "psnr" and (bicubic is not None or warped):
+        if key == "psnr" and (bicubic is not None or warped or batch):
             ax.legend(fontsize=7, loc="lower right")
         if key == "accuracy":
             ax.set_ylim(0, max(10.0, 1.1 * max(ys)))
@@ -264,7 +267,7 @@ def validate(model, val_ts, val_rs, batch_size: int, device: torch.device) -> di
                 return {"score": -loss, "metric": "-val_loss", "val_loss": loss}
             res = evaluate(model, {"val": val_ts}, recognizer=_val_recognizer(model),
                            batch_size=batch_size, device=str(device))["splits"]["val"]
-        extra = _psnr_with_stn(model, val_ts, batch_size, device)
+        extra = _diagnostics(model, val_ts, batch_size, device)
     finally:
         model.train(was_training)
     if res["accuracy"] is not None:
@@ -272,6 +275,19 @@ def validate(model, val_ts, val_rs, batch_size: int, device: torch.device) -> di
                 "ned": res["ned"], "psnr": res["psnr"], "ssim": res["ssim"], **extra}
     return {"score": res["psnr"], "metric": "psnr", "psnr": res["psnr"], "ssim": res["ssim"],
             **extra}
+
+
+def _diagnostics(model, val_ts, batch_size: int, device: torch.device) -> dict:
+    """The val events' diagnostics (never the selection score). One that fails (a compiled
+    region that will not take the switch, say) is logged as ``diagnostic_error`` and leaves the
+    training run going."""
+    out = {}
+    for probe in (_psnr_with_stn, _psnr_batch_stats):
+        try:
+            out.update(probe(model, val_ts, batch_size, device))
+        except Exception as exc:  # noqa: BLE001 - a diagnostic must not end the run
+            out["diagnostic_error"] = f"{probe.__name__}: {type(exc).__name__}: {exc}"[:300]
+    return out
 
 
 def _stn_backbones(model) -> list:
@@ -299,6 +315,33 @@ def _psnr_with_stn(model, val_ts, batch_size: int, device: torch.device) -> dict
         for m in backbones:
             m.stn_at_eval = False
     return {"psnr_with_stn": res["psnr"]}
+
+
+def _running_stat_norms(model) -> list:
+    return [m for m in model.modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def _psnr_batch_stats(model, val_ts, batch_size: int, device: torch.device) -> dict:
+    """For an SR model with BatchNorm: the val PSNR with every BatchNorm normalising by each
+    val batch's own mean and variance instead of its running estimates (which stay untouched:
+    set aside, then put back). A diagnostic beside the selection score, never the score: where
+    it stays level while ``psnr`` swings, the running statistics lag the weights."""
+    from image_bench.engine.evaluate import evaluate
+
+    norms = _running_stat_norms(model) if model.kind == "sr" else []
+    if not norms:
+        return {}
+    saved = [(m, m.running_mean, m.running_var) for m in norms]
+    for m in norms:  # with no running estimates an eval-mode BatchNorm uses the batch's
+        m.running_mean = m.running_var = None
+    try:
+        res = evaluate(model, {"val": val_ts}, batch_size=batch_size,
+                       device=str(device))["splits"]["val"]
+    finally:
+        for m, mean, var in saved:
+            m.running_mean, m.running_var = mean, var
+    return {"psnr_batch_stats": res["psnr"]}
 
 
 # ---------------------------------------------------------------------------------------------
