@@ -191,18 +191,24 @@ def test_stop_signals_outside_training_and_twice():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_validation_reports_the_train_only_stn_at_eval_too():
-    """A TSRN-family model logs, beside its val PSNR, the PSNR with its train-only STN applied
-    at evaluation too (a diagnostic): at the identity initialisation the warp changes nothing,
-    so the two agree; the switch is off again afterwards; a model without STN logs no such key."""
+def _six_val_pairs():
+    """Six random HR images and their area-downsampled LR: a val set for the diagnostics."""
     from image_bench.data.datasets import TensorSet
-    from image_bench.engine.train import validate
-    from image_bench.models.base import build
 
     g = torch.Generator().manual_seed(0)
     hr = torch.randint(0, 256, (6, 3, 32, 128), dtype=torch.uint8, generator=g)
     lr = F.interpolate(hr.float(), size=(16, 64), mode="area").round().to(torch.uint8)
-    val = TensorSet(lr, hr, ["ab", "cd", "ef", "gh", "ij", "kl"])
+    return TensorSet(lr, hr, ["ab", "cd", "ef", "gh", "ij", "kl"])
+
+
+def test_validation_reports_the_train_only_stn_at_eval_too():
+    """A TSRN-family model logs, beside its val PSNR, the PSNR with its train-only STN applied
+    at evaluation too (a diagnostic): at the identity initialisation the warp changes nothing,
+    so the two agree; the switch is off again afterwards; a model without STN logs no such key."""
+    from image_bench.engine.train import validate
+    from image_bench.models.base import build
+
+    val = _six_val_pairs()
     torch.manual_seed(0)
     model = build("tg", stn="identity")
     res = validate(model, val, None, 4, torch.device("cpu"))
@@ -222,14 +228,10 @@ def test_validation_reports_the_psnr_with_batch_statistics_too():
     """An SR model with BatchNorm logs, beside its val PSNR, the PSNR with every BatchNorm
     normalising by the val batch's own statistics (a diagnostic): stale running estimates move
     the PSNR but not the diagnostic, and come back untouched; a recognizer logs no such key."""
-    from image_bench.data.datasets import TensorSet
     from image_bench.engine.train import validate
     from image_bench.models.base import build
 
-    g = torch.Generator().manual_seed(0)
-    hr = torch.randint(0, 256, (6, 3, 32, 128), dtype=torch.uint8, generator=g)
-    lr = F.interpolate(hr.float(), size=(16, 64), mode="area").round().to(torch.uint8)
-    val = TensorSet(lr, hr, ["ab", "cd", "ef", "gh", "ij", "kl"])
+    val = _six_val_pairs()
     torch.manual_seed(0)
     model = build("tg", stn="none")
     cpu = torch.device("cpu")
