@@ -171,10 +171,18 @@ def test_cost_command_table_and_settings(registry):
 
 def test_cost_command_unknown_model_lists_known(registry):
     result = CliRunner().invoke(cost, ["nope", "--json"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     assert "unknown model 'nope'" in result.output and "crnn" in result.output
 
 
 def test_cost_command_rejects_bad_input_size(registry):
     result = CliRunner().invoke(cost, ["crnn", "--input", "32by128"])
-    assert result.exit_code != 0 and "HxW" in result.output
+    assert result.exit_code == 2 and "--input '32by128': expected HxW" in result.output
+
+
+def test_cost_command_checks_its_settings_like_train(registry):
+    for item, says in (("num_classes=lots", 'num_classes="lots": expected int'),
+                       ("steps=3", "--set steps: a training setting"),
+                       ("depth=3", "unknown --set key 'depth' for crnn")):
+        result = CliRunner().invoke(cost, ["crnn", "--set", item])
+        assert result.exit_code == 2 and says in result.output, (item, result.output)

@@ -153,9 +153,14 @@ def world(monkeypatch, tmp_path):
 def test_report_and_figures_from_the_store(world):
     results = world / "results"
     cli = CliRunner()
+    for command in (["report", "table1"], ["figure", "fig3"]):  # no store there: a usage error
+        res = cli.invoke(main, [*command, "--results", str(results)])
+        assert res.exit_code == 2 and f"--results {results}: no run store there" in res.output
+        assert not results.exists()  # and nothing written
+    (results / "store").mkdir(parents=True)
     res = cli.invoke(main, ["report", "table1", "--results", str(results)])
     assert res.exit_code == 0  # an empty store: every row missing, said so
-    assert "no records yet" in res.output
+    assert "no records yet" in res.output and "IMAGE-2 (S+L)" in res.output
     res = cli.invoke(main, ["figure", "fig3", "--results", str(results)])
     assert res.exit_code == 1 and "run `image-bench run" in res.output.replace("\n", " ") or \
         "Run `image-bench run" in res.output.replace("\n", " ")

@@ -19,7 +19,6 @@ training-only parts (the STN) never run; their parameters are counted apart.
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
 import logging
@@ -34,6 +33,7 @@ from torch import nn
 
 from image_bench.models.base import ModelOutput
 from image_bench.models.vit import PatchEmbed
+from image_bench.usage import UsageError
 
 # ---------------------------------------------------------------------------------------------
 # fvcore handlers
@@ -395,24 +395,11 @@ def count_cost(model: nn.Module, inputs: torch.Tensor | None = None,
 # The command
 
 
-def _parse_value(text: str) -> Any:
-    """'3' -> 3, '0.5' -> 0.5, 'True' -> True, '(32,100)' -> (32, 100), '32x100' -> (32, 100)."""
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        pass
-    if "x" in text and all(part.isdigit() for part in text.split("x")):
-        return tuple(int(part) for part in text.split("x"))
-    if text.lower() in ("true", "false"):
-        return text.lower() == "true"
-    return text
-
-
 def _parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise click.BadParameter(f"expected HxW such as 32x128, got {text!r}") from None
+        raise UsageError(f"--input {text!r}: expected HxW such as 32x128") from None
     return h, w
 
 
@@ -459,28 +446,22 @@ def cost(model_name: str, as_json: bool, input_size: str | None, settings: tuple
     is a ptflops-style hook count (no attention products), which is how the IMAGE paper's
     Table 1 figures come out. The STN and other training-only parts are counted apart.
     """
+    from image_bench.engine.cli_checks import parse_sets
     from image_bench.models.base import build, model_class
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
-    kwargs = {}
-    for item in settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
-        kwargs[key] = _parse_value(value)
+    fields, kwargs = parse_sets(model_name, settings)  # unknown model or key: exit 2
+    if fields:
+        raise UsageError(f"--set {', '.join(fields)}: a training setting; cost takes the model's "
+                         "constructor arguments only")
     size = _parse_size(input_size) if input_size else None
-    try:
-        factory = model_class(model_name)
-    except KeyError as err:
-        raise click.ClickException(str(err.args[0])) from None
-    except ImportError as err:
-        raise click.ClickException(f"the model registry could not load: {err}") from None
+    factory = model_class(model_name)
     if size is not None and "image_size" in inspect.signature(factory).parameters:
         kwargs.setdefault("image_size", size)  # models with size-dependent parts build for it
     try:
         model = build(model_name, **kwargs)
-    except TypeError as err:
-        raise click.ClickException(f"cannot build {model_name!r} with {kwargs}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"{model_name} cannot be built with {kwargs}: {err}") from None
     inputs = None
     if size is not None:
         inputs = torch.rand(1, getattr(model, "in_channels", 3), *size)

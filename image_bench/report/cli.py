@@ -13,7 +13,11 @@ from image_bench.experiments.tables import TABLES
 
 def _runner(results, profile, data_root, device):
     from image_bench.experiments.runner import Runner
+    from image_bench.usage import UsageError
 
+    if not (results / "store").is_dir():  # before anything is written there
+        raise UsageError(f"--results {results}: no run store there ({results / 'store'} does not "
+                         "exist); `image-bench run TABLE --results DIR` fills one")
     return Runner(results, profile, compute=False, device=device, data_root=data_root)
 
 

@@ -51,8 +51,8 @@ class BuiltTable:
 
     def missing(self) -> list[str]:
         """Rows with no reproduced value at all (nothing in the store for them)."""
-        return [row.label for row, cells in self.rows
-                if all(c.mean is None for c in cells.values())]
+        return [_md(row.label) + (f" ({row.datasets})" if row.datasets not in ("", "-") else "")
+                for row, cells in self.rows if all(c.mean is None for c in cells.values())]
 
 
 def build_table(spec: TableSpec, runner, seeds: list[int], *,
