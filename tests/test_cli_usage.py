@@ -52,6 +52,27 @@ def test_a_run_folder_of_another_run_is_refused_untouched(here):
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_a_model_that_needs_a_helper_does_not_start_without_a_right_one(here):
+    """TG's loss needs its stroke recognizer, TPGSR's text prior a trained CRNN: each --helper
+    is checked (role, run folder, model, finished) and a missing one is named, before any run
+    folder exists."""
+    rec = make_run(here / "rec", "test-brightness")
+    unfinished = make_run(here / "unfinished", "crnn")
+    (unfinished / "best.pt").unlink()
+    cases = [([], ["tg needs --helper stroke=RUN_DIR", "tg-stroke"]),
+             (["--helper", "stroke"], ["expected ROLE=RUN_DIR"]),
+             (["--helper", "pen=x"], ["no helper role 'pen'", "stroke"]),
+             (["--helper", "stroke=empty"], ["empty is not a run folder"]),
+             (["--helper", f"stroke={rec}"], ["a test-brightness run", "tg-stroke run"])]
+    for extra, names in cases:
+        res = CliRunner().invoke(main, ["train", "tg", "--data", "textzoom", *extra])
+        _one_line_usage_error(res, *names)
+    res = CliRunner().invoke(main, ["train", "tpgsr", "--data", "textzoom",
+                                    "--helper", f"recognizer={unfinished}"])
+    _one_line_usage_error(res, "no best.pt")
+    assert not (here / "runs").exists()
+
+
 @pytest.mark.parametrize("data,names", [("empty", ["empty", "no LMDB"]),
                                         ("nowhere", ["nowhere", "neither"])])
 def test_eval_rejects_a_data_path_without_lmdb(here, data, names):

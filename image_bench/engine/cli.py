@@ -48,7 +48,9 @@ def _run_inputs(run_dir: Path):
 
     conf = run_dir / "config.json"
     if not conf.exists():
-        raise click.ClickException(f"{run_dir} is not a run folder (no config.json)")
+        from image_bench.usage import UsageError
+
+        raise UsageError(f"{run_dir} is not a run folder (no config.json)")
     cfg = RunConfig.from_dict(json.loads(conf.read_text())["config"])
     inputs_path = run_dir / "inputs.json"
     inputs = json.loads(inputs_path.read_text()) if inputs_path.exists() else {}
@@ -79,11 +81,12 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
           no_cuda_graph):
     """Train MODEL on --data; resumes when the run folder holds a checkpoint. SIGTERM or Ctrl-C
     saves the step in flight (exit 143 / 130)."""
-    from image_bench.engine.cli_checks import check_run_dir, check_train_data
+    from image_bench.engine.cli_checks import check_helpers, check_run_dir, check_train_data
 
     # every check before the run folder exists, and before torchrun starts copies of us
     check_train_data(data)
     cfg = make_config(model, data, profile, sets, seed)
+    helper_dirs = check_helpers(model, helpers)
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         argv, skip = [], False
         for arg in sys.argv[2:]:  # everything after 'train', minus --devices
@@ -104,9 +107,7 @@ def train(model, data, profile, devices, sets, seed, run_dir, init, helpers, com
     from image_bench.experiments.config import RunConfig
 
     helper_cfgs, helper_ckpts = {}, {}
-    for item in helpers:
-        role, _, path = item.partition("=")
-        hdir = Path(path)
+    for role, hdir in helper_dirs.items():
         hcfg, _ = _run_inputs(hdir)
         helper_cfgs[role], helper_ckpts[role] = hcfg, hdir / "best.pt"
     init_ckpt = None

@@ -141,6 +141,42 @@ def parse_sets(model: str, sets: tuple[str, ...]) -> tuple[dict, dict]:
     return fields, kwargs
 
 
+def check_helpers(model: str, items: tuple[str, ...]) -> dict[str, Path]:
+    """The ``--helper ROLE=RUN_DIR`` items as {role: run folder}, checked against the model's
+    ``requires``: every role given once, each a finished run of the right model. A model that
+    needs a trained helper never starts without it (TG's loss cannot be computed, TPGSR's text
+    prior would come from an untrained CRNN)."""
+    requires = getattr(check_model(model), "requires", {})
+    given: dict[str, Path] = {}
+    for item in items:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise UsageError(f"--helper {item!r}: expected ROLE=RUN_DIR")
+        if role not in requires:
+            roles = ", ".join(requires) or "none"
+            raise UsageError(f"--helper {role}: {model} has no helper role {role!r} "
+                             f"(its roles: {roles})")
+        run = Path(path)
+        conf = run / "config.json"
+        if not conf.exists():
+            raise UsageError(f"--helper {item}: {path} is not a run folder (no config.json)")
+        trained = json.loads(conf.read_text())["config"]["model"]
+        if trained != requires[role]:
+            raise UsageError(f"--helper {item}: that is a {trained} run; {model}'s {role} is a "
+                             f"{requires[role]} run")
+        if not (run / "best.pt").exists():
+            raise UsageError(f"--helper {item}: {path} has no best.pt (its training has not "
+                             "finished: run the same `image-bench train` again to resume it)")
+        given[role] = run
+    missing = [role for role in requires if role not in given]
+    if missing:
+        needs = "; ".join(f"--helper {role}=RUN_DIR, a trained {requires[role]} run "
+                          f"(`image-bench train {requires[role]} --data synth`)"
+                          for role in missing)
+        raise UsageError(f"{model} needs {needs}")
+    return given
+
+
 def check_constructs(model: str, factory, kwargs: dict) -> None:
     """Let the constructor check the keywords' values (CRNN's seven channel counts, IMAGE's
     fixed iterations) without the time and memory of a real build: on the meta device, where
