@@ -31,7 +31,7 @@ from torch import nn
 
 from image_bench import charset
 from image_bench.models.base import BenchModel, ModelOutput, register
-from image_bench.models.tsrn import TSRNBackbone
+from image_bench.models.tsrn import TSRN_FAMILY_LR_SCHEDULE, TSRN_FAMILY_STN, TSRNBackbone
 
 # ---------------------------------------------------------------------------------------------
 # Stroke decomposition (facts from the original's english_decomposition.txt)
@@ -55,13 +55,8 @@ STROKE_END = 0  # the '0' code: end of word, and the start token of the decoder 
 NUM_STROKE_CLASSES = 10  # codes '0'..'9'
 IGNORE = -100  # target padding, skipped by the cross-entropy
 
-# The STN setting this model trains with by default (``--set stn=none|original|identity``; see
-# models/stn.py and the README's STN table). Measured on one H200 at the quick schedule
-# (results/stn.md, at 3e82457): TPGSR 19.56 dB / 38.3% without STN, 19.41 / 35.8% with the
-# originals' STN, 20.48 / 38.2% with the STN at the identity (bicubic 20.13 dB); the identity STN
-# is the only setting above bicubic. TG and C3-STISR share TPGSR's TSRN backbone and take its
-# measured setting (not measured on their own).
-STN_DEFAULT = "identity"
+# The family's STN and schedule: models/tsrn.py says why.
+STN_DEFAULT = TSRN_FAMILY_STN
 
 assert set(STROKE_CODES) == set(charset.ALPHABET), "the decomposition must cover the alphabet"
 
@@ -320,6 +315,7 @@ class TG(BenchModel):
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "stroke")
     stn_default: ClassVar[str] = STN_DEFAULT
+    lr_schedule: ClassVar[str] = TSRN_FAMILY_LR_SCHEDULE
     requires: ClassVar[dict[str, str]] = {"stroke": "tg-stroke"}
     graph_safe: ClassVar[bool] = False  # stroke targets are encoded from the label strings
     # TG's config: Adam lr 1e-4, betas (0.5, 0.999), clip_grad_norm 0.25, no weight decay

@@ -37,15 +37,15 @@ from image_bench.losses import tsrn_image_loss
 from image_bench.models.base import BenchModel, ModelOutput, register
 from image_bench.models.clues import InfoGen, prior_dropout, text_prior_loss
 from image_bench.models.recognizer import Recognizer
-from image_bench.models.tsrn import TSRNBackbone, add_text_mask
+from image_bench.models.tsrn import (
+    TSRN_FAMILY_LR_SCHEDULE,
+    TSRN_FAMILY_STN,
+    TSRNBackbone,
+    add_text_mask,
+)
 
-# The STN setting this model trains with by default (``--set stn=none|original|identity``; see
-# models/stn.py and the README's STN table). Measured on one H200 at the quick schedule
-# (results/stn.md, at 3e82457): TPGSR 19.56 dB / 38.3% without STN, 19.41 / 35.8% with the
-# originals' STN, 20.48 / 38.2% with the STN at the identity (bicubic 20.13 dB); the identity STN
-# is the only setting above bicubic. TG and C3-STISR share TPGSR's TSRN backbone and take its
-# measured setting (not measured on their own).
-STN_DEFAULT = "identity"
+# The family's STN and schedule: models/tsrn.py says why.
+STN_DEFAULT = TSRN_FAMILY_STN
 
 
 class TextPriorMixin:
@@ -98,6 +98,7 @@ class TPGSR(TextPriorMixin, BenchModel):
     kind: ClassVar[str] = "sr"
     training_only: ClassVar[tuple[str, ...]] = ("backbone.stn", "teacher")
     stn_default: ClassVar[str] = STN_DEFAULT
+    lr_schedule: ClassVar[str] = TSRN_FAMILY_LR_SCHEDULE
     requires: ClassVar[dict[str, str]] = {"recognizer": "crnn"}
     # train_TPGSR-TSRN.sh: Adam lr 1e-3, betas (0.5, 0.999), no weight decay, grad clip 0.25.
     optim_overrides: ClassVar[dict[str, float]] = {

@@ -36,6 +36,8 @@ def _one_line_usage_error(res, *names):
     (["train", "crnn", "--data", "synth", "--set", "lr_fraction=3"], ["lr_fraction", "[0, 1]"]),
     (["train", "image-2", "--data", "synth", "--set", "iterations=3"], ["iterations"]),
     (["train", "crnn", "--data", "synth", "--set", "batch_size=0"], ["batch_size"]),
+    (["train", "crnn", "--data", "synth", "--set", "lr_schedule=step"],
+     ["lr_schedule=step", "constant, cosine"]),
     (["train", "crnn", "--data", "synth", "--profile", "huge"], ["huge"]),
 ])
 def test_train_rejects_bad_input_before_making_a_run_folder(here, args, names):

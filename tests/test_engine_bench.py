@@ -58,13 +58,19 @@ def test_make_config_stage_and_overrides():
     assert make_config("tg", "textzoom", "quick", (), 0).lr == 1e-3
     assert make_config("crnn", "synth", "quick", (), 0).lr == 1e-4
     assert make_config("tg", "textzoom", "quick", ("lr=1e-4",), 0).lr == 1e-4
+    # and its schedule: the TSRN family decays (models/tsrn.py), the rest hold the rate
+    assert make_config("tg", "textzoom", "quick", (), 0).lr_schedule == "cosine"
+    assert make_config("crnn", "synth", "quick", (), 0).lr_schedule == "constant"
+    assert make_config("tpgsr", "textzoom", "quick", ("lr_schedule=\"constant\"",),
+                       0).lr_schedule == "constant"
     with pytest.raises(Exception, match="key=value"):
         make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
 
 
 def test_run_plan_names_each_models_learning_rate():
-    """TG, TPGSR and C3-STISR train at TSRN's 1e-3 and the recognizers and IMAGE at the paper's
-    1e-4; the plan's configs say so, and the optimiser takes exactly the config's rate."""
+    """TG, TPGSR and C3-STISR train at TSRN's 1e-3 (decayed by a cosine) and the recognizers and
+    IMAGE at the paper's constant 1e-4; the plan's configs say so, and the optimiser takes
+    exactly the config's rate."""
     from image_bench.engine.step import optim_settings
     from image_bench.experiments.plan import Plan
     from image_bench.models.base import build
@@ -73,6 +79,12 @@ def test_run_plan_names_each_models_learning_rate():
     assert {name: plan.stisr(name).lr for name in ("tg", "tpgsr", "c3stisr")} == {
         "tg": 1e-3, "tpgsr": 1e-3, "c3stisr": 1e-3}
     assert plan.recognizer("crnn", "S+L").lr == plan.image(1, "S").lr == 1e-4
+    # the TSRN family's schedule and STN, IMAGE's and the recognizers' (models/tsrn.py)
+    for name in ("tg", "tpgsr", "c3stisr"):
+        assert plan.stisr(name).lr_schedule == "cosine"
+        assert plan.stisr(name).model_kwargs == {"stn": "original"}
+    assert plan.image(1, "S").lr_schedule == plan.recognizer("crnn", "S").lr_schedule == "constant"
+    assert plan.image(1, "S").model_kwargs == {"stn": "none"}
     assert optim_settings(build("tg"), 1e-4)["lr"] == 1e-4
     assert optim_settings(build("tg"), 1e-3)["beta1"] == 0.5
 

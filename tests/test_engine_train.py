@@ -249,3 +249,44 @@ def test_validation_reports_the_psnr_with_batch_statistics_too():
     assert torch.equal(bn.running_mean, before[0]) and torch.equal(bn.running_var, before[1])
     assert model.training
     assert "psnr_batch_stats" not in validate(build("crnn"), val, None, 6, cpu)
+
+
+def test_cosine_schedule_decays_to_zero_and_resumes_on_the_same_curve(tmp_path):
+    """lr_schedule="cosine": the logged rate follows base x (1 + cos(pi k / steps)) / 2 for the
+    step after k steps, ending near zero; a run killed and resumed logs the same rates; the
+    field at its default ("constant") leaves a run's key as it was before the field existed."""
+    import math
+
+    from image_bench.engine.step import lr_factor
+
+    c = RunConfig(model="test-engine-tiny", data="fake", profile="smoke", steps=8, batch_size=8,
+                  seed=3, lr=1e-2, lr_schedule="cosine")
+    common = dict(device="cpu", progress=False, data=DATA, checkpoint_every=2, validate_every=4)
+
+    def rates(run):
+        return [r["lr"] for r in map(json.loads, (run / "log.jsonl").open())
+                if r["event"] == "step"]
+
+    train_run(c, tmp_path / "a", **common)
+    expected = [1e-2 * (1 + math.cos(math.pi * k / 8)) / 2 for k in range(8)]  # step k+1
+    assert rates(tmp_path / "a") == pytest.approx(expected, rel=1e-6)
+    assert rates(tmp_path / "a")[-1] < 0.04 * 1e-2
+
+    def kill(step):
+        if step == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(c, tmp_path / "b", on_step=kill, **common)
+    train_run(c, tmp_path / "b", **common)
+    assert rates(tmp_path / "b") == pytest.approx(expected, rel=1e-6)
+    # warm-up, then the cosine; and the identity of a constant-rate run is unchanged
+    assert lr_factor(0, 4, "cosine", 100) == pytest.approx(0.25)
+    assert lr_factor(50, 4, "cosine", 100) == pytest.approx(0.5)
+    assert lr_factor(7, 0, "constant", 10) == 1.0
+    with pytest.raises(ValueError, match="unknown lr_schedule 'step'"):
+        lr_factor(0, 0, "step", 10)
+    constant = c.with_(lr_schedule="constant")
+    assert "lr_schedule" not in constant.to_dict() and constant.key() != c.key()
+    for run in (c, constant):
+        assert RunConfig.from_dict(run.to_dict()) == run

@@ -17,13 +17,15 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     Stage by data set and model kind, as the run plan stages them: helper networks (kind 'aux')
     use the helper schedule, training on ``synth`` is pretraining ("S"), an STISR model (kind
     'sr') elsewhere is STISR training, anything else fine-tuning ("S+L").
-    The learning rate is the model's own (``model_lr``) unless set.
-    ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, seed) or else a model
-    keyword argument (``--set lr_fraction=0.5``); values are JSON (``--set guidance=false``),
-    checked against the field's or keyword's type (engine/cli_checks.py).
+    The learning rate and its schedule are the model's own (``model_lr``,
+    ``model_lr_schedule``) unless set.
+    ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, lr_schedule, seed) or else
+    a model keyword argument (``--set lr_fraction=0.5``); values are JSON
+    (``--set guidance=false``), checked against the field's or keyword's type
+    (engine/cli_checks.py).
     """
     from image_bench.engine.cli_checks import check_model, check_profile, parse_sets
-    from image_bench.engine.step import model_lr
+    from image_bench.engine.step import model_lr, model_lr_schedule
     from image_bench.experiments.config import RunConfig
 
     p = check_profile(profile)
@@ -39,7 +41,7 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
         steps, batch = p.finetune_steps, p.finetune_batch
     overrides, kwargs = parse_sets(model, sets)
     fields = {"steps": steps, "batch_size": batch, "seed": seed, "lr": model_lr(factory),
-              **overrides}
+              "lr_schedule": model_lr_schedule(factory), **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
 
 

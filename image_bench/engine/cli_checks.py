@@ -20,7 +20,7 @@ from image_bench.usage import UsageError
 
 # RunConfig fields that --set may change; model, data and profile are arguments of their own,
 # and the rest (init_from, helpers, data_identity) are filled in by the suite.
-CONFIG_FIELDS = ("steps", "batch_size", "seed", "lr")
+CONFIG_FIELDS = ("steps", "batch_size", "seed", "lr", "lr_schedule")
 POSITIVE_FIELDS = ("steps", "batch_size")
 
 
@@ -113,6 +113,7 @@ def _keyword_type(model: str, key: str, p: inspect.Parameter):
 
 def parse_sets(model: str, sets: tuple[str, ...]) -> tuple[dict, dict]:
     """(RunConfig field overrides, model keyword arguments) from ``--set`` items, checked."""
+    from image_bench.engine.step import LR_SCHEDULES
     from image_bench.experiments.config import RunConfig
 
     factory = check_model(model)
@@ -128,6 +129,9 @@ def parse_sets(model: str, sets: tuple[str, ...]) -> tuple[dict, dict]:
             value = check_type(key, value, field_types[key])
             if key in POSITIVE_FIELDS and value < 1:
                 raise UsageError(f"--set {key}={value}: must be at least 1")
+            if key == "lr_schedule" and value not in LR_SCHEDULES:
+                raise UsageError(f"--set lr_schedule={value}: unknown; known: "
+                                 f"{', '.join(LR_SCHEDULES)}")
             fields[key] = value
         elif key in ("model", "data", "profile"):
             raise UsageError(f"--set {key}: {key} is an argument of its own")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -15,6 +17,9 @@ DEFAULT_WEIGHT_DECAY = 1e-2
 # early training; models whose original clips differently say so in optim_overrides.
 DEFAULT_GRAD_CLIP = 5.0
 _OVERRIDE_KEYS = {"lr", "beta1", "beta2", "weight_decay", "grad_clip", "eps", "warmup_steps"}
+# How the learning rate moves after the warm-up: held (the paper's) or a half cosine from the
+# run's rate down to zero at its last step.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def model_lr(model_cls) -> float:
@@ -22,6 +27,23 @@ def model_lr(model_cls) -> float:
     or the paper's. The experiments layer writes it into every RunConfig, so a run's identity
     names the rate it trained at."""
     return float(getattr(model_cls, "optim_overrides", {}).get("lr", DEFAULT_LR))
+
+
+def model_lr_schedule(model_cls) -> str:
+    """A model's learning-rate schedule when the run does not set one (BenchModel.lr_schedule);
+    written into every RunConfig like its rate."""
+    return getattr(model_cls, "lr_schedule", "constant")
+
+
+def lr_factor(step: int, warmup_steps: int, schedule: str, total_steps: int) -> float:
+    """The multiple of the base rate for the step after ``step`` optimiser steps: a linear
+    warm-up over ``warmup_steps`` (0: none), then ``schedule`` over ``total_steps``."""
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "cosine":
+        factor *= 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps)))
+    elif schedule != "constant":
+        raise ValueError(f"unknown lr_schedule {schedule!r}; known: {', '.join(LR_SCHEDULES)}")
+    return factor
 
 
 def optim_settings(model: BenchModel, lr: float) -> dict:
@@ -38,9 +60,10 @@ def optim_settings(model: BenchModel, lr: float) -> dict:
 
 
 def make_optimizer(model: nn.Module, settings: dict, device: torch.device,
-                   capturable: bool = False):
-    """AdamW (weight_decay 0 makes it Adam) over the trainable parameters, fused on CUDA, and a
-    linear warm-up schedule (constant after ``warmup_steps``; 0 = constant, the paper's).
+                   capturable: bool = False, *, schedule: str = "constant", total_steps: int = 1):
+    """AdamW (weight_decay 0 makes it Adam) over the trainable parameters, fused on CUDA, and its
+    learning-rate schedule (:func:`lr_factor`: warm-up over ``warmup_steps``, then
+    ``schedule`` over ``total_steps``; constant without warm-up is the paper's).
 
     ``capturable``: see :func:`set_capturable` (call it again after loading a saved state).
     """
@@ -53,8 +76,9 @@ def make_optimizer(model: nn.Module, settings: dict, device: torch.device,
                                   eps=settings["eps"], weight_decay=settings["weight_decay"],
                                   **kwargs)
     warmup = int(settings["warmup_steps"])
+    lr_factor(0, warmup, schedule, total_steps)  # an unknown schedule fails here, not mid-run
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
+        optimizer, lambda step: lr_factor(step, warmup, schedule, total_steps))
     set_capturable(optimizer, capturable, device)
     return optimizer, scheduler
 

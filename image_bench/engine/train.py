@@ -44,6 +44,7 @@ from image_bench.engine.interrupt import Stopped, deferred_stop, take_stop_reque
 from image_bench.engine.step import (
     StepModule,
     Stepper,
+    lr_factor,
     make_optimizer,
     match_state_layout,
     optim_settings,
@@ -500,7 +501,8 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     channels_last = levers.get("channels_last", False)
     streams = levers.get("branch_streams", False)
     settings = optim_settings(model, cfg.lr)
-    optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed)
+    optimizer, scheduler = make_optimizer(model, settings, device, capturable=graphed,
+                                          schedule=cfg.lr_schedule, total_steps=cfg.steps)
     start, best_score = 0, None
     if resume is not None:
         load_weights(model, resume["model"], strict=True)
@@ -549,6 +551,10 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
     bar = _Progress(progress and d.main, cfg.steps, start, f"{cfg.model} on {cfg.data}")
     t_block, n_block = time.perf_counter(), 0
 
+    def step_lr(step: int) -> float:  # the rate step ``step`` (1-based) trained at
+        return settings["lr"] * lr_factor(step - 1, int(settings["warmup_steps"]),
+                                          cfg.lr_schedule, cfg.steps)
+
     def flush() -> None:
         nonlocal t_block, n_block
         if not pending:
@@ -566,7 +572,7 @@ def _train(cfg, run_dir, d, device, init_checkpoint, helper_checkpoints, compile
                     f"Stopped; {last_path} keeps the last good checkpoint.")
             lines.append({"event": "step", "step": step, "loss": row[0], "grad_norm": row[1],
                           "terms": dict(zip(names[2:], row[2:])),
-                          "lr": float(scheduler.get_last_lr()[0])})
+                          "lr": step_lr(step)})
         lines[-1]["samples_per_s"] = rate
         pending.clear()
         t_block, n_block = now, 0

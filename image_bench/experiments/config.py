@@ -22,6 +22,10 @@ class RunConfig:
     # AdamW's rate. The run plan and `image-bench train` write in the model's own (its original's
     # from BenchModel.optim_overrides, else the paper's 1e-4: engine.step.model_lr).
     lr: float = 1e-4
+    # How the rate moves over the run (engine.step.LR_SCHEDULES): "constant" (the paper's, and
+    # the default, left out of the identity so that runs from before the field keep their keys)
+    # or "cosine" (to zero at the last step). The run plan writes in the model's own.
+    lr_schedule: str = "constant"
     model_kwargs: dict = field(default_factory=dict)
     # The run whose final weights initialise this one (pretraining S -> fine-tuning S+L).
     init_from: RunConfig | None = None
@@ -33,6 +37,8 @@ class RunConfig:
         d = asdict(self)
         d["init_from"] = self.init_from.to_dict() if self.init_from else None
         d["helpers"] = {role: cfg.to_dict() for role, cfg in sorted(self.helpers.items())}
+        if d["lr_schedule"] == "constant":
+            del d["lr_schedule"]
         return d
 
     @classmethod

@@ -35,9 +35,9 @@ class Plan:
     def _cfg(self, model: str, data: str, steps: int, batch: int, **extra) -> RunConfig:
         # A model's STN setting is named in its key, so a run trained under one default is
         # never taken for a run of another after the default changes.
-        # Likewise its learning rate (its original's, or the paper's), so the key and the record
-        # say what it trained at.
-        from image_bench.engine.step import model_lr
+        # Likewise its learning rate (its original's, or the paper's) and its schedule, so the
+        # key and the record say what it trained at.
+        from image_bench.engine.step import model_lr, model_lr_schedule
         from image_bench.models.base import model_class
 
         cls = model_class(model)
@@ -45,6 +45,7 @@ class Plan:
         if default is not None:
             extra["model_kwargs"] = {"stn": default, **extra.get("model_kwargs", {})}
         extra.setdefault("lr", model_lr(cls))
+        extra.setdefault("lr_schedule", model_lr_schedule(cls))
         return RunConfig(model=model, data=data, profile=self.profile.name, steps=steps,
                          batch_size=batch, seed=self.seed, data_identity=self.identity(data),
                          **extra)

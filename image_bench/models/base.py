@@ -61,6 +61,9 @@ class BenchModel(nn.Module):
     # Optimiser settings that differ from the suite's default (AdamW, lr 1e-4): each model states
     # its original's values here, with the reason in a comment.
     optim_overrides: ClassVar[dict[str, float]] = {}
+    # The learning-rate schedule (engine.step.LR_SCHEDULES) a run of this model uses unless it
+    # sets one (``--set lr_schedule=...``): the paper's constant rate, or where a model says why.
+    lr_schedule: ClassVar[str] = "constant"
     # Whether the training step has no host reads, fixed shapes and nothing built from Python
     # values per batch (such as the label strings), so that it may be recorded as a CUDA graph
     # (accel.graphed). A property of the forward, which only the model knows; the speed
