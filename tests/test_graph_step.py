@@ -152,3 +152,23 @@ def test_models_that_read_label_strings_are_not_graphed():
     assert base.model_class("tg-stroke").graph_safe is False
     for name in ("image-2", "crnn", "svtr", "tpgsr", "c3stisr", "bcn"):
         assert base.model_class(name).graph_safe is True
+
+
+def test_a_graphed_run_reads_the_cosine_rate_from_its_lr_tensor():
+    """A CUDA graph replays the AdamW step with the learning rate as one device tensor: the
+    schedule must write each new rate into that same tensor (a new float or tensor would
+    leave the graph on the first rate). Checked on the CPU with the tensor put in by hand."""
+    import math
+
+    model = torch.nn.Linear(3, 2)
+    settings = {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0, "eps": 1e-8,
+                "warmup_steps": 0}
+    optimizer, scheduler = make_optimizer(model, settings, torch.device("cpu"),
+                                          schedule="cosine", total_steps=10)
+    lr = torch.tensor(float(optimizer.param_groups[0]["lr"]))
+    optimizer.param_groups[0]["lr"] = lr  # what set_capturable does on CUDA
+    for k in range(1, 10):
+        optimizer.step()
+        scheduler.step()
+        assert optimizer.param_groups[0]["lr"] is lr
+        assert lr.item() == pytest.approx(1e-3 * (1 + math.cos(math.pi * k / 10)) / 2, rel=1e-6)
