@@ -63,6 +63,11 @@ def test_make_config_stage_and_overrides():
     assert make_config("crnn", "synth", "quick", (), 0).lr_schedule == "constant"
     assert make_config("tpgsr", "textzoom", "quick", ("lr_schedule=\"constant\"",),
                        0).lr_schedule == "constant"
+    # the STN setting too, as the run plan names it, so a changed default is a new run
+    assert make_config("tpgsr", "textzoom", "quick", (), 0).model_kwargs == {"stn": "original"}
+    assert make_config("image-1", "synth", "quick", ("stn=identity",), 0).model_kwargs == {
+        "stn": "identity"}
+    assert make_config("crnn", "synth", "quick", (), 0).model_kwargs == {}
     with pytest.raises(Exception, match="key=value"):
         make_config("test-engine-bench", "synth", "smoke", ("steps",), 0)
 

@@ -40,6 +40,8 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
     overrides, kwargs = parse_sets(model, sets)
+    if getattr(factory, "stn_default", None) is not None:  # named in the key, as the plan does
+        kwargs = {"stn": factory.stn_default, **kwargs}
     fields = {"steps": steps, "batch_size": batch, "seed": seed, "lr": model_lr(factory),
               "lr_schedule": model_lr_schedule(factory), **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
