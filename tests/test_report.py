@@ -174,6 +174,8 @@ def test_report_and_figures_from_the_store(world):
     tex = (results / "table1.tex").read_text()
     _check_latex(tex, 11)
     assert "stand-in" in tex and "Profile: smoke" in tex
+    # each trained model's rate and schedule as it ran (fake runs: the RunConfig defaults)
+    assert "Learning rate: 0.0001 constant (" in tex
 
 
 class LearningSource(StubSource):

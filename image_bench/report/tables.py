@@ -97,9 +97,13 @@ def build_table(spec: TableSpec, runner, seeds: list[int], *,
 
 def runner_meta(runner) -> dict:
     """What the caption names: the data, device(s), commit(s) of the records the table read."""
-    data, devices, commits = {}, set(), set()
+    data, devices, commits, rates = {}, set(), set(), {}
     for record in getattr(runner, "touched", []):
         prov = record["provenance"]
+        if record["kind"] == "train":  # each trained model's rate and schedule, as it ran
+            spec = record["spec"]
+            rate = f"{spec.get('lr', 1e-4):g} {spec.get('lr_schedule', 'constant')}"
+            rates.setdefault(rate, set()).add(spec["model"])
         if prov.get("device") and record["kind"] in ("train", "eval", "bench"):
             devices.add(prov["device"])
         if prov.get("commit"):
@@ -112,7 +116,9 @@ def runner_meta(runner) -> dict:
             data[f"{ident['name']} ({part})"] = \
                 f"{'/'.join(ident.get('source', ['?']))} \\#{ident['hash'][:12]}"
     return {"data": data, "devices": sorted(devices), "commits": sorted(commits),
-            "profile": runner.profile.name, "schedule": schedule_text(runner.profile)}
+            "profile": runner.profile.name, "schedule": schedule_text(runner.profile),
+            "rates": "; ".join(f"{rate} ({', '.join(sorted(models))})"
+                               for rate, models in sorted(rates.items()))}
 
 
 def schedule_text(p) -> str:
@@ -136,6 +142,7 @@ def caption(table: BuiltTable) -> str:
         " (mean $\\pm$ std)" if len(table.seeds) > 1 else "")
     return (f"{table.spec.caption} Reproduced by image-bench; the paper's value in parentheses. "
             f"Data: {data}. Profile: {m['profile']} ({m.get('schedule', '--')}). "
+            f"Learning rate: {m.get('rates') or '--'}. "
             f"Device: {', '.join(m['devices']) or '--'}. "
             f"{seeds}. Commit: {', '.join(m['commits']) or '--'}.")
 
