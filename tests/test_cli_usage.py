@@ -61,11 +61,14 @@ def test_a_model_that_needs_a_helper_does_not_start_without_a_right_one(here):
     rec = make_run(here / "rec", "test-brightness")
     unfinished = make_run(here / "unfinished", "crnn")
     (unfinished / "best.pt").unlink()
+    (here / "broken").mkdir()
+    (here / "broken" / "config.json").write_text("{not json")
     cases = [([], ["tg needs --helper stroke=RUN_DIR", "tg-stroke"]),
              (["--helper", "stroke"], ["expected ROLE=RUN_DIR"]),
              (["--helper", "pen=x"], ["no helper role 'pen'", "stroke"]),
              (["--helper", "stroke=empty"], ["empty is not a run folder"]),
-             (["--helper", f"stroke={rec}"], ["a test-brightness run", "tg-stroke run"])]
+             (["--helper", f"stroke={rec}"], ["a test-brightness run", "tg-stroke run"]),
+             (["--helper", "stroke=broken"], ["is not a run's config"])]
     for extra, names in cases:
         res = CliRunner().invoke(main, ["train", "tg", "--data", "textzoom", *extra])
         _one_line_usage_error(res, *names)

@@ -164,7 +164,11 @@ def check_helpers(model: str, items: tuple[str, ...]) -> dict[str, Path]:
         conf = run / "config.json"
         if not conf.exists():
             raise UsageError(f"--helper {item}: {path} is not a run folder (no config.json)")
-        trained = json.loads(conf.read_text())["config"]["model"]
+        try:
+            trained = json.loads(conf.read_text())["config"]["model"]
+        except (ValueError, KeyError, TypeError):
+            raise UsageError(f"--helper {item}: {conf} is not a run's config (unreadable or "
+                             "without config.model)") from None
         if trained != requires[role]:
             raise UsageError(f"--helper {item}: that is a {trained} run; {model}'s {role} is a "
                              f"{requires[role]} run")
