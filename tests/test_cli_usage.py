@@ -68,7 +68,7 @@ def test_a_model_that_needs_a_helper_does_not_start_without_a_right_one(here):
              (["--helper", "pen=x"], ["no helper role 'pen'", "stroke"]),
              (["--helper", "stroke=empty"], ["empty is not a run folder"]),
              (["--helper", f"stroke={rec}"], ["a test-brightness run", "tg-stroke run"]),
-             (["--helper", "stroke=broken"], ["is not a run's config"])]
+             (["--helper", "stroke=broken"], ["broken/config.json is not a run's config"])]
     for extra, names in cases:
         res = CliRunner().invoke(main, ["train", "tg", "--data", "textzoom", *extra])
         _one_line_usage_error(res, *names)
@@ -94,3 +94,11 @@ def test_good_set_values_are_typed_like_their_field_or_default():
     assert kwargs == {"lr_fraction": 0.5, "channels": [8] * 7}
     _, kwargs = parse_sets("image-1", ("guidance=false",))  # IMAGE's keywords via **kwargs
     assert kwargs == {"guidance": False}
+
+
+def test_eval_of_a_folder_with_a_broken_config_names_it(here):
+    (here / "broken").mkdir()
+    (here / "broken" / "config.json").write_text("{not json")
+    for command in (["eval", "broken", "--data", "textzoom"], ["read", "broken", "empty"]):
+        res = CliRunner().invoke(main, command)
+        _one_line_usage_error(res, "broken/config.json is not a run's config")

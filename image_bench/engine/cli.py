@@ -48,16 +48,16 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
 
 
 def _run_inputs(run_dir: Path):
-    from image_bench.experiments.config import RunConfig
+    from image_bench.engine.cli_checks import load_run_config
 
-    conf = run_dir / "config.json"
-    if not conf.exists():
+    cfg = load_run_config(run_dir)
+    inputs_path = run_dir / "inputs.json"
+    try:
+        inputs = json.loads(inputs_path.read_text()) if inputs_path.exists() else {}
+    except ValueError:
         from image_bench.usage import UsageError
 
-        raise UsageError(f"{run_dir} is not a run folder (no config.json)")
-    cfg = RunConfig.from_dict(json.loads(conf.read_text())["config"])
-    inputs_path = run_dir / "inputs.json"
-    inputs = json.loads(inputs_path.read_text()) if inputs_path.exists() else {}
+        raise UsageError(f"{inputs_path}: unreadable (not JSON)") from None
     return cfg, {k: Path(v) for k, v in (inputs.get("helper_checkpoints") or {}).items()}
 
 

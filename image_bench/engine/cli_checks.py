@@ -145,6 +145,20 @@ def parse_sets(model: str, sets: tuple[str, ...]) -> tuple[dict, dict]:
     return fields, kwargs
 
 
+def load_run_config(run_dir: Path, prefix: str = ""):
+    """The RunConfig of a run folder (its config.json), or a usage error naming the folder."""
+    from image_bench.experiments.config import RunConfig
+
+    conf = Path(run_dir) / "config.json"
+    if not conf.exists():
+        raise UsageError(f"{prefix}{run_dir} is not a run folder (no config.json)")
+    try:
+        return RunConfig.from_dict(json.loads(conf.read_text())["config"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{prefix}{conf} is not a run's config (unreadable: "
+                         f"{type(err).__name__})") from None
+
+
 def check_helpers(model: str, items: tuple[str, ...]) -> dict[str, Path]:
     """The ``--helper ROLE=RUN_DIR`` items as {role: run folder}, checked against the model's
     ``requires``: every role given once, each a finished run of the right model. A model that
@@ -161,14 +175,7 @@ def check_helpers(model: str, items: tuple[str, ...]) -> dict[str, Path]:
             raise UsageError(f"--helper {role}: {model} has no helper role {role!r} "
                              f"(its roles: {roles})")
         run = Path(path)
-        conf = run / "config.json"
-        if not conf.exists():
-            raise UsageError(f"--helper {item}: {path} is not a run folder (no config.json)")
-        try:
-            trained = json.loads(conf.read_text())["config"]["model"]
-        except (ValueError, KeyError, TypeError):
-            raise UsageError(f"--helper {item}: {conf} is not a run's config (unreadable or "
-                             "without config.model)") from None
+        trained = load_run_config(run, f"--helper {item}: ").model
         if trained != requires[role]:
             raise UsageError(f"--helper {item}: that is a {trained} run; {model}'s {role} is a "
                              f"{requires[role]} run")
