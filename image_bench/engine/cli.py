@@ -17,16 +17,16 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     Stage by data set and model kind, as the run plan stages them: helper networks (kind 'aux')
     use the helper schedule, training on ``synth`` is pretraining ("S"), an STISR model (kind
     'sr') elsewhere is STISR training, anything else fine-tuning ("S+L").
-    The learning rate and its schedule are the model's own (``model_lr``,
-    ``model_lr_schedule``) unless set.
+    The learning rate, its schedule and the STN setting are the model's own
+    (``experiments.plan.model_defaults``) unless set.
     ``--set key=value`` sets a RunConfig field (steps, batch_size, lr, lr_schedule, seed) or else
     a model keyword argument (``--set lr_fraction=0.5``); values are JSON
     (``--set guidance=false``), checked against the field's or keyword's type
     (engine/cli_checks.py).
     """
     from image_bench.engine.cli_checks import check_model, check_profile, parse_sets
-    from image_bench.engine.step import model_lr, model_lr_schedule
     from image_bench.experiments.config import RunConfig
+    from image_bench.experiments.plan import model_defaults
 
     p = check_profile(profile)
     factory = check_model(model)
@@ -40,10 +40,9 @@ def make_config(model: str, data: str, profile: str, sets: tuple[str, ...], seed
     else:
         steps, batch = p.finetune_steps, p.finetune_batch
     overrides, kwargs = parse_sets(model, sets)
-    if getattr(factory, "stn_default", None) is not None:  # named in the key, as the plan does
-        kwargs = {"stn": factory.stn_default, **kwargs}
-    fields = {"steps": steps, "batch_size": batch, "seed": seed, "lr": model_lr(factory),
-              "lr_schedule": model_lr_schedule(factory), **overrides}
+    defaults = model_defaults(model)  # as the run plan names them in the key
+    kwargs = {**defaults.pop("model_kwargs"), **kwargs}
+    fields = {"steps": steps, "batch_size": batch, "seed": seed, **defaults, **overrides}
     return RunConfig(model=model, data=data, profile=profile, model_kwargs=kwargs, **fields)
 
 

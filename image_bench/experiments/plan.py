@@ -25,6 +25,20 @@ from image_bench.profiles import Profile
 AUX_MODELS = ("tg-stroke", "bcn")
 
 
+def model_defaults(model: str) -> dict:
+    """The RunConfig fields a run of ``model`` takes unless it sets them: its learning rate and
+    schedule (its original's, or the paper's) and, in ``model_kwargs``, its STN setting. All
+    are named in the run's key, so a run trained under one default is never taken for a run of
+    another after the default changes. The run plan and ``image-bench train`` both start here."""
+    from image_bench.engine.step import model_lr, model_lr_schedule
+    from image_bench.models.base import model_class
+
+    cls = model_class(model)
+    stn = getattr(cls, "stn_default", None)
+    return {"lr": model_lr(cls), "lr_schedule": model_lr_schedule(cls),
+            "model_kwargs": {} if stn is None else {"stn": stn}}
+
+
 @dataclass
 class Plan:
     profile: Profile
@@ -33,22 +47,11 @@ class Plan:
     identity: Callable[[str], str]
 
     def _cfg(self, model: str, data: str, steps: int, batch: int, **extra) -> RunConfig:
-        # A model's STN setting is named in its key, so a run trained under one default is
-        # never taken for a run of another after the default changes.
-        # Likewise its learning rate (its original's, or the paper's) and its schedule, so the
-        # key and the record say what it trained at.
-        from image_bench.engine.step import model_lr, model_lr_schedule
-        from image_bench.models.base import model_class
-
-        cls = model_class(model)
-        default = getattr(cls, "stn_default", None)
-        if default is not None:
-            extra["model_kwargs"] = {"stn": default, **extra.get("model_kwargs", {})}
-        extra.setdefault("lr", model_lr(cls))
-        extra.setdefault("lr_schedule", model_lr_schedule(cls))
+        defaults = model_defaults(model)
+        extra["model_kwargs"] = {**defaults.pop("model_kwargs"), **extra.get("model_kwargs", {})}
         return RunConfig(model=model, data=data, profile=self.profile.name, steps=steps,
                          batch_size=batch, seed=self.seed, data_identity=self.identity(data),
-                         **extra)
+                         **{**defaults, **extra})
 
     # -- recognizers --------------------------------------------------------------------------
     def recognizer(self, name: str, stage: str) -> RunConfig:
